@@ -1,0 +1,180 @@
+//! The `sll` command line: `train`, `eval`, `fetch`.
+
+use crate::checkpoint;
+use crate::config::{Config, Method, DEFAULT_PRESET};
+use crate::data;
+use crate::report::Summary;
+use crate::train::{self, model::Model};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Stochastic Layer-wise Learning: train networks block by block, each with its own
+/// local loss, no gradient crossing a block (arXiv 2505.05181).
+#[derive(Debug, Parser)]
+#[command(name = "sll", version, about)]
+pub struct Cli {
+    /// What to do (default: train the default preset).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network (default preset: mnist-mlp with SLL).
+    Train(TrainArgs),
+    /// Re-evaluate a finished run from its checkpoint.
+    Eval(EvalArgs),
+    /// Download a dataset's official files and verify their checksums.
+    Fetch(FetchArgs),
+}
+
+/// `sll train` options; each overrides the config.
+#[derive(Debug, Args, Default)]
+pub struct TrainArgs {
+    /// Config file, or a preset name (mnist-mlp, fashion-mnist-mlp).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Training method.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Run seed (initialisation, shuffling, dropout, projections).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Folder holding `<dataset>/<official files>` [default: data].
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Run directory [default: `runs/<timestamp>-<preset>-<method>`].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Intra-op threads (0 = libtorch's default).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Device: cpu, cuda, cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Override any config key: `--set objective.d0=256` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `sll eval` options.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory written by `sll train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data folder, if not the one recorded in the run's config.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+}
+
+/// `sll fetch` options.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Dataset name (mnist, fashion-mnist).
+    pub dataset: String,
+    /// Folder to put `<dataset>/` in.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Base URL to download from instead of the official mirror.
+    #[arg(long)]
+    pub mirror: Option<String>,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> Result<()> {
+    match Cli::parse().command {
+        None => train_command(TrainArgs::default()).map(|_| ()),
+        Some(Command::Train(args)) => train_command(args).map(|_| ()),
+        Some(Command::Eval(args)) => eval_command(&args).map(|_| ()),
+        Some(Command::Fetch(args)) => {
+            data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
+        }
+    }
+}
+
+/// The config `sll train` would run with these arguments.
+pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
+    let mut sets = args.sets.clone();
+    let mut flag = |key: &str, value: Option<String>| {
+        if let Some(v) = value {
+            sets.push(format!("{key}={v}"));
+        }
+    };
+    flag("train.method", args.method.map(|m| format!("\"{m}\"")));
+    flag("train.epochs", args.epochs.map(|e| e.to_string()));
+    flag("train.seed", args.seed.map(|s| s.to_string()));
+    flag("train.threads", args.threads.map(|t| t.to_string()));
+    flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
+    flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
+    Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)
+}
+
+/// `sll train`: trains and returns the run directory and its summary.
+pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Summary)> {
+    let config = resolve_train_config(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        PathBuf::from("runs").join(format!("{stamp}-{}-{}", config.preset, config.train.method))
+    });
+    let summary = train::run(config, &out)?;
+    println!("run directory: {}", out.display());
+    Ok((out, summary))
+}
+
+/// `sll eval`: rebuilds the run's model from `config.toml`, loads `model.safetensors`,
+/// evaluates it on the test set and compares with `summary.json`.
+pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
+    let run = &args.run;
+    let config_path = run.join("config.toml");
+    let text = std::fs::read_to_string(&config_path).with_context(|| {
+        format!(
+            "cannot read {} (is {} a run directory?)",
+            config_path.display(),
+            run.display()
+        )
+    })?;
+    let mut config = Config::from_toml(&text, &config_path.display().to_string())?;
+    if let Some(dir) = &args.data_dir {
+        config.data.dir = dir.clone();
+    }
+    config.validate()?;
+    let device = crate::device::parse(&config.train.device)?;
+    train::init_runtime(&config);
+    let (_, test) = train::prepare_data(&mut config, device)?;
+    let model = Model::new(&config, test.classes, train::input_shape(&test), device)?;
+    checkpoint::load(&model, &run.join("model.safetensors"))?;
+    let eval = model.evaluate(&test, config.data.eval_batch_size);
+    for (i, a) in eval.block_accuracy.iter().enumerate() {
+        if let Some(a) = a {
+            println!("block {} head accuracy: {:.2}%", i + 1, 100.0 * a);
+        }
+    }
+    println!(
+        "test accuracy: {:.2}% ({} test examples)",
+        100.0 * eval.accuracy,
+        test.len()
+    );
+    if let Some(summary) = read_summary(run) {
+        let verdict = if summary.test_accuracy == eval.accuracy {
+            "identical"
+        } else {
+            "DIFFERENT"
+        };
+        println!(
+            "summary.json test accuracy: {:.2}% ({verdict})",
+            100.0 * summary.test_accuracy
+        );
+    }
+    Ok(eval)
+}
+
+fn read_summary(run: &Path) -> Option<Summary> {
+    let text = std::fs::read_to_string(run.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}

@@ -1,0 +1,538 @@
+//! Run configuration: one section per concern, defaults next to each field.
+//!
+//! A run is described by a TOML file (a preset in `configs/` or the user's own),
+//! overridden by `--set section.key=value` pairs and a few CLI flags. Unknown keys and
+//! bad values are rejected with the dotted name of the key; impossible combinations
+//! are rejected by [`Config::validate`]. The fully resolved config (seeds included) is
+//! written to every run directory.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The presets shipped with the tool, usable by name with `--config NAME`.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("mnist-mlp", include_str!("../configs/mnist-mlp.toml")),
+    (
+        "fashion-mnist-mlp",
+        include_str!("../configs/fashion-mnist-mlp.toml"),
+    ),
+];
+
+/// The preset trained when no `--config` is given.
+pub const DEFAULT_PRESET: &str = "mnist-mlp";
+
+/// Everything a run needs, section by section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of the preset this config came from (used in run directory names).
+    #[serde(default = "default_preset_name")]
+    pub preset: String,
+    /// Which data, how it is batched and normalised.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// The network: a sequence of blocks.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The SLL local objective (projection, dropout, posterior, divergence, head).
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
+    /// One optimizer and learning-rate schedule per block (one in total for `bp`).
+    #[serde(default)]
+    pub optim: OptimConfig,
+    /// Training method, length, seed, device.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+fn default_preset_name() -> String {
+    "custom".into()
+}
+
+/// Data section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset name (`mnist`, `fashion-mnist`).
+    pub dataset: String,
+    /// Folder holding `<dataset>/<official file names>`.
+    pub dir: String,
+    /// Minibatch size for training.
+    pub batch_size: usize,
+    /// Minibatch size for evaluation (does not change results, only speed).
+    pub eval_batch_size: usize,
+    /// Standardise inputs per channel with the training set's mean and std.
+    pub normalize: bool,
+    /// Per-channel mean used for standardisation; filled in from the training set when empty.
+    pub mean: Vec<f64>,
+    /// Per-channel std used for standardisation; filled in from the training set when empty.
+    pub std: Vec<f64>,
+    /// Train on the first N training examples only (0 = all); for quick experiments and tests.
+    pub train_subset: usize,
+    /// Evaluate on the first N test examples only (0 = all).
+    pub test_subset: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "mnist".into(),
+            dir: "data".into(),
+            batch_size: 128,
+            eval_batch_size: 1000,
+            normalize: true,
+            mean: vec![],
+            std: vec![],
+            train_subset: 0,
+            test_subset: 0,
+        }
+    }
+}
+
+/// Activation function of a layer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x)
+    Relu,
+    /// Gaussian error linear unit.
+    Gelu,
+}
+
+/// Normalisation layer after each linear map.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// No normalisation.
+    None,
+    /// LayerNorm over features.
+    Layer,
+    /// BatchNorm over the batch.
+    Batch,
+}
+
+/// Model section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Model family (`mlp`).
+    pub kind: String,
+    /// Width of each hidden layer, input to output.
+    pub hidden: Vec<i64>,
+    /// Activation after each layer.
+    pub activation: Activation,
+    /// Normalisation after each linear map.
+    pub norm: Norm,
+    /// Layers grouped into one block (one local objective per block).
+    pub block_size: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: "mlp".into(),
+            hidden: vec![1024, 1024, 1024],
+            activation: Activation::Relu,
+            norm: Norm::None,
+            block_size: 1,
+        }
+    }
+}
+
+/// What the divergence term compares a block's posterior with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Prior {
+    /// The block below's posterior (q_0 from the input for the first block).
+    Previous,
+    /// A fixed label target t_y.
+    Label,
+    /// No divergence term (β = 0).
+    None,
+}
+
+/// Which local classifier produces the prediction term.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// A trainable linear map dim(u) → classes.
+    Linear,
+    /// The fixed projection itself as a frozen random classifier (needs d0 = classes).
+    Projection,
+}
+
+/// Objective section (see docs/method.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveConfig {
+    /// Number of categories d0 of the projected posterior.
+    pub d0: i64,
+    /// Softmax temperature τ.
+    pub tau: f64,
+    /// Weight β of the Bhattacharyya divergence term.
+    pub beta: f64,
+    /// Multiplicative dropout rate p before the projection (0 = off).
+    pub dropout: f64,
+    /// What the divergence compares with.
+    pub prior: Prior,
+    /// Local prediction head.
+    pub head: HeadKind,
+    /// Label smoothing ε of the label target when `prior = label` and d0 = classes.
+    pub label_smoothing: f64,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self {
+            d0: 512,
+            tau: 1.0,
+            beta: 1.0,
+            dropout: 0.1,
+            prior: Prior::Previous,
+            head: HeadKind::Linear,
+            label_smoothing: 0.1,
+        }
+    }
+}
+
+impl ObjectiveConfig {
+    /// Whether the divergence term (and hence the projection) is computed at all.
+    pub fn has_divergence(&self) -> bool {
+        self.beta > 0.0 && self.prior != Prior::None
+    }
+}
+
+/// Optimizer algorithm.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam (L2 weight decay).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// SGD with momentum.
+    Sgd,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// lr stays at its base value.
+    Constant,
+    /// Linear warm-up, then cosine decay to `min_lr`.
+    Cosine,
+}
+
+/// Optimizer section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Algorithm.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Momentum (SGD only).
+    pub momentum: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Warm-up length in epochs (may be fractional) for `cosine`.
+    pub warmup_epochs: f64,
+    /// Final learning rate of `cosine`.
+    pub min_lr: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 0.0,
+            min_lr: 0.0,
+        }
+    }
+}
+
+/// Training method.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Stochastic Layer-wise Learning: local CE + β·Bhattacharyya per block.
+    Sll,
+    /// Local cross-entropy only (SLL with β = 0).
+    Local,
+    /// End-to-end backpropagation through the same blocks, one head on the last.
+    Bp,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Sll => "sll",
+            Method::Local => "local",
+            Method::Bp => "bp",
+        })
+    }
+}
+
+/// Train section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// sll, local or bp.
+    pub method: Method,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Seed of everything random: initialisation, shuffling, dropout, projections.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Intra-op threads of libtorch (0 = libtorch's default).
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Sll,
+            epochs: 15,
+            seed: 0,
+            device: "cpu".into(),
+            threads: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a config from TOML text; `origin` names it in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let value: toml::Value =
+            toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
+        Self::from_value(value, origin)
+    }
+
+    fn from_value(value: toml::Value, origin: &str) -> Result<Config> {
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow!(
+                "{origin}: key `{path}`: {}",
+                one_line(&e.into_inner().to_string())
+            )
+        })?;
+        Ok(config)
+    }
+
+    /// Loads `source` (a file path or a preset name; the default preset when `None`) and
+    /// applies `sets` (`section.key=value`, value in TOML syntax or a bare string).
+    pub fn load(source: Option<&str>, sets: &[String]) -> Result<Config> {
+        let (text, origin) = match source {
+            None => (
+                preset(DEFAULT_PRESET).unwrap().to_string(),
+                DEFAULT_PRESET.to_string(),
+            ),
+            Some(s) if Path::new(s).is_file() => (
+                std::fs::read_to_string(s).with_context(|| format!("cannot read config {s}"))?,
+                s.to_string(),
+            ),
+            Some(s) => match preset(s) {
+                Some(text) => (text.to_string(), s.to_string()),
+                None => bail!(
+                    "config {s}: no such file, and not a preset name (presets: {})",
+                    PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                ),
+            },
+        };
+        let mut value: toml::Value =
+            toml::from_str(&text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
+        for set in sets {
+            apply_set(&mut value, set)?;
+        }
+        let config = Self::from_value(value, &origin)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values and combinations that cannot train, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.objective;
+        let checks: [(bool, &str, String); 13] = [
+            (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
+            (
+                self.data.eval_batch_size > 0,
+                "data.eval_batch_size",
+                "must be > 0".into(),
+            ),
+            (
+                self.data.mean.len() == self.data.std.len(),
+                "data.std",
+                "must have as many entries as data.mean".into(),
+            ),
+            (
+                self.data.std.iter().all(|s| *s > 0.0),
+                "data.std",
+                "entries must be > 0".into(),
+            ),
+            (
+                self.model.kind == "mlp",
+                "model.kind",
+                format!("unknown model kind {:?} (known: mlp)", self.model.kind),
+            ),
+            (
+                !self.model.hidden.is_empty() && self.model.hidden.iter().all(|w| *w > 0),
+                "model.hidden",
+                "must be a non-empty list of positive widths".into(),
+            ),
+            (
+                self.model.block_size > 0,
+                "model.block_size",
+                "must be > 0".into(),
+            ),
+            (o.d0 > 0, "objective.d0", "must be > 0".into()),
+            (o.tau > 0.0, "objective.tau", "must be > 0".into()),
+            (o.beta >= 0.0, "objective.beta", "must be >= 0".into()),
+            (
+                (0.0..1.0).contains(&o.dropout),
+                "objective.dropout",
+                "must be in [0, 1)".into(),
+            ),
+            (
+                (0.0..1.0).contains(&o.label_smoothing),
+                "objective.label_smoothing",
+                "must be in [0, 1)".into(),
+            ),
+            (
+                self.optim.lr > 0.0 && self.optim.lr.is_finite(),
+                "optim.lr",
+                "must be a finite number > 0".into(),
+            ),
+        ];
+        for (ok, key, why) in checks {
+            if !ok {
+                bail!("config key `{key}` {why}");
+            }
+        }
+        if self.train.epochs == 0 {
+            bail!("config key `train.epochs` must be > 0");
+        }
+        if self.optim.warmup_epochs < 0.0 {
+            bail!("config key `optim.warmup_epochs` must be >= 0");
+        }
+        crate::device::parse(&self.train.device).map_err(|e| anyhow!("config key `train.device`: {e:#}"))?;
+        Ok(())
+    }
+
+    /// Checks what depends on the dataset (known only once it is loaded).
+    pub fn validate_for_classes(&self, classes: i64) -> Result<()> {
+        if self.objective.head == HeadKind::Projection && self.objective.d0 != classes {
+            bail!(
+                "config key `objective.head` = \"projection\" needs `objective.d0` = number of classes ({classes}), got {}",
+                self.objective.d0
+            );
+        }
+        Ok(())
+    }
+
+    /// The config as TOML text (what `config.toml` of a run holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises")
+    }
+}
+
+/// The text of a shipped preset.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|p| p.0 == name).map(|p| p.1)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Applies one `section.key=value` override to a TOML table.
+fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
+    let (key, raw) = set
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set {set}: expected section.key=value"))?;
+    let key = key.trim();
+    let raw = raw.trim();
+    // A TOML value if it parses as one (numbers, booleans, arrays, quoted strings), else a bare string.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("--set {set}: empty key"))?;
+    let mut table = root
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("config root is not a table"))?;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("--set {set}: `{part}` is not a section"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_validate() {
+        for (name, _) in PRESETS {
+            Config::load(Some(name), &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn set_overrides_values() {
+        let c = Config::load(None, &["objective.d0=64".into(), "train.method=bp".into()]).unwrap();
+        assert_eq!(c.objective.d0, 64);
+        assert_eq!(c.train.method, Method::Bp);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::load(None, &["objective.dzero=3".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("objective"), "{e:#}");
+        assert!(format!("{e:#}").contains("dzero"), "{e:#}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::load(None, &["objective.d0=\"big\"".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("objective.d0"), "{e:#}");
+        let e = Config::load(None, &["objective.tau=0".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("objective.tau"), "{e:#}");
+    }
+
+    #[test]
+    fn projection_head_needs_d0_equal_classes() {
+        let c = Config::load(None, &["objective.head=projection".into()]).unwrap();
+        let e = c.validate_for_classes(10).unwrap_err();
+        assert!(format!("{e:#}").contains("objective.d0"), "{e:#}");
+        let c = Config::load(
+            None,
+            &["objective.head=projection".into(), "objective.d0=10".into()],
+        )
+        .unwrap();
+        c.validate_for_classes(10).unwrap();
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+    }
+}

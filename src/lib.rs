@@ -1,0 +1,26 @@
+//! Stochastic Layer-wise Learning (SLL, arXiv 2505.05181): deep networks trained
+//! block by block, each block with its own local loss, no gradient crossing a block.
+//!
+//! The pipeline is the module tree: [`data`] → [`model`] (blocks) → [`objective`]
+//! (the local loss) → [`train`] (trainers) → [`report`] (run directory) and
+//! [`checkpoint`]; [`cli`] ties them into the `sll` command. `docs/method.md` is the
+//! method this code implements.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod objective;
+pub mod report;
+pub mod train;
+
+/// An error as one line: each cause's first line (libtorch errors carry C++
+/// backtraces after it), joined by ": ".
+pub fn one_line_error(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string().lines().next().unwrap_or("").trim().to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,103 @@
+//! Multilayer perceptrons: each layer is Linear → (norm) → activation; `block_size`
+//! consecutive layers form one block.
+
+use super::{Block, InputShape, Network, Pooling};
+use crate::config::{Activation, ModelConfig, Norm};
+use tch::{nn, nn::Module, nn::ModuleT, Device, Tensor};
+
+/// One Linear → (LayerNorm | BatchNorm) → activation layer.
+#[derive(Debug)]
+struct Layer {
+    linear: nn::Linear,
+    layer_norm: Option<nn::LayerNorm>,
+    batch_norm: Option<nn::BatchNorm>,
+    activation: Activation,
+}
+
+impl Layer {
+    fn new(path: nn::Path, in_dim: i64, out_dim: i64, norm: Norm, activation: Activation) -> Self {
+        let linear = super::linear(&path / "linear", in_dim, out_dim);
+        let layer_norm =
+            (norm == Norm::Layer).then(|| nn::layer_norm(&path / "norm", vec![out_dim], Default::default()));
+        let batch_norm =
+            (norm == Norm::Batch).then(|| nn::batch_norm1d(&path / "norm", out_dim, Default::default()));
+        Self {
+            linear,
+            layer_norm,
+            batch_norm,
+            activation,
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = xs.apply(&self.linear);
+        if let Some(norm) = &self.layer_norm {
+            h = norm.forward(&h);
+        }
+        if let Some(norm) = &self.batch_norm {
+            h = norm.forward_t(&h, train);
+        }
+        match self.activation {
+            Activation::Relu => h.relu(),
+            Activation::Gelu => h.gelu("none"),
+        }
+    }
+}
+
+/// A block of consecutive MLP layers. Flattens its input, so the first block takes images.
+#[derive(Debug)]
+pub struct MlpBlock {
+    layers: Vec<Layer>,
+    out_dim: i64,
+}
+
+impl Block for MlpBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.layers
+            .iter()
+            .fold(xs.flatten(1, -1), |h, layer| layer.forward_t(&h, train))
+    }
+
+    fn pooling(&self) -> Pooling {
+        Pooling::Flatten
+    }
+
+    fn pooled_dim(&self) -> i64 {
+        self.out_dim
+    }
+}
+
+/// Builds the MLP of `config`: widths `hidden`, grouped `block_size` layers per block.
+pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+    let input_dim: i64 = input.iter().product();
+    let mut blocks: Vec<Box<dyn Block>> = vec![];
+    let mut stores = vec![];
+    let mut in_dim = input_dim;
+    for (b, widths) in config.hidden.chunks(config.block_size).enumerate() {
+        let store = nn::VarStore::new(device);
+        let path = Network::block_path(&store, b);
+        let mut layers = vec![];
+        for (l, &width) in widths.iter().enumerate() {
+            let layer_path = &path / format!("layer{}", l + 1);
+            layers.push(Layer::new(
+                layer_path,
+                in_dim,
+                width,
+                config.norm,
+                config.activation,
+            ));
+            in_dim = width;
+        }
+        blocks.push(Box::new(MlpBlock {
+            layers,
+            out_dim: in_dim,
+        }));
+        stores.push(store);
+    }
+    Network {
+        blocks,
+        stores,
+        input_pooling: Pooling::Flatten,
+        input_dim,
+    }
+}

@@ -1,0 +1,274 @@
+//! What a run leaves behind and prints: the run directory (`config.toml`,
+//! `metrics.jsonl`, `summary.json`, `model.safetensors`), per-epoch lines, and the
+//! final per-block table.
+
+use crate::config::Config;
+use crate::train::model::{Evaluation, Model};
+use crate::train::BlockLoss;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// The libtorch version `tch` 0.24 binds.
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// Peak resident memory of this process so far, in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// The folder of one run.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folder; refuses one that already holds a run (nothing is overwritten).
+    pub fn create(path: &Path) -> Result<Self> {
+        if path.join("config.toml").exists() {
+            bail!("{} already holds a run; choose another --out", path.display());
+        }
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create run directory {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the checkpoint goes.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join("model.safetensors")
+    }
+
+    /// Writes the fully resolved config.
+    pub fn write_config(&self, config: &Config) -> Result<()> {
+        write_atomic(&self.path.join("config.toml"), config.to_toml().as_bytes())
+    }
+
+    /// Appends one epoch's metrics as a JSON line.
+    pub fn append_metrics(&self, metrics: &EpochMetrics) -> Result<()> {
+        let path = self.path.join("metrics.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(file, "{}", serde_json::to_string(metrics)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Writes `summary.json`.
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        write_atomic(
+            &self.path.join("summary.json"),
+            serde_json::to_string_pretty(summary)?.as_bytes(),
+        )
+    }
+}
+
+/// Mean training loss terms of one block over an epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockTrainLoss {
+    /// 1-based block number.
+    pub block: usize,
+    /// Mean cross-entropy of the block's head.
+    pub prediction: f64,
+    /// Mean Bhattacharyya distance (0 when off).
+    pub divergence: f64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Learning rate at the start of the epoch.
+    pub learning_rate: f64,
+    /// Per-block mean training losses.
+    pub train_loss: Vec<BlockTrainLoss>,
+    /// Test accuracy of the final classifier.
+    pub test_accuracy: f64,
+    /// Test accuracy of every block's head (null where a block has none).
+    pub block_test_accuracy: Vec<Option<f64>>,
+    /// Test accuracy of the averaged heads' softmaxes.
+    pub ensemble_test_accuracy: f64,
+    /// Training time of this epoch (evaluation excluded).
+    pub seconds: f64,
+    /// Training throughput of this epoch.
+    pub train_samples_per_second: f64,
+}
+
+impl EpochMetrics {
+    /// Metrics of an epoch from its summed losses over `steps` steps and its evaluation.
+    pub fn new(
+        epoch: usize,
+        learning_rate: f64,
+        sums: &[BlockLoss],
+        steps: usize,
+        eval: &Evaluation,
+        seconds: f64,
+        samples: usize,
+    ) -> Self {
+        let train_loss = sums
+            .iter()
+            .map(|s| BlockTrainLoss {
+                block: s.block + 1,
+                prediction: s.prediction / steps as f64,
+                divergence: s.divergence / steps as f64,
+            })
+            .collect();
+        Self {
+            epoch,
+            learning_rate,
+            train_loss,
+            test_accuracy: eval.accuracy,
+            block_test_accuracy: eval.block_accuracy.clone(),
+            ensemble_test_accuracy: eval.ensemble_accuracy,
+            seconds,
+            train_samples_per_second: samples as f64 / seconds,
+        }
+    }
+
+    /// The line printed after each epoch.
+    pub fn one_line(&self, epochs: usize) -> String {
+        let blocks: Vec<String> = self
+            .block_test_accuracy
+            .iter()
+            .map(|a| a.map_or("-".into(), |a| format!("{:.2}", 100.0 * a)))
+            .collect();
+        let losses: Vec<String> = self
+            .train_loss
+            .iter()
+            .map(|l| format!("{:.3}/{:.3}", l.prediction, l.divergence))
+            .collect();
+        format!(
+            "epoch {}/{epochs}  test {:.2}%  blocks {}  loss ce/db {}  {:.1}s  {:.0} samples/s",
+            self.epoch,
+            100.0 * self.test_accuracy,
+            blocks.join(" "),
+            losses.join(" "),
+            self.seconds,
+            self.train_samples_per_second
+        )
+    }
+}
+
+/// `summary.json`: the run's outcome and everything needed to compare it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// sll, local or bp.
+    pub method: String,
+    /// Preset name.
+    pub preset: String,
+    /// Architecture, e.g. `mlp 784-1024-1024-1024 (3 blocks)`.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Training minibatch size.
+    pub batch_size: usize,
+    /// Run seed.
+    pub seed: u64,
+    /// Seeds of the fixed projections (input first, then each block; null where none).
+    pub projection_seeds: Vec<Option<u64>>,
+    /// Final classifier's test accuracy in [0, 1].
+    pub test_accuracy: f64,
+    /// Every block head's test accuracy.
+    pub block_test_accuracy: Vec<Option<f64>>,
+    /// Averaged heads' test accuracy.
+    pub ensemble_test_accuracy: f64,
+    /// Total training time (evaluation excluded).
+    pub train_seconds: f64,
+    /// Training throughput over the run.
+    pub train_samples_per_second: f64,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
+    /// Trainable parameters (blocks and heads).
+    pub parameters: i64,
+    /// Tensor engine and device.
+    pub backend: String,
+    /// Intra-op threads used.
+    pub threads: i32,
+    /// Version of sll.
+    pub version: String,
+}
+
+impl Summary {
+    /// Summary of a finished run.
+    pub fn new(
+        config: &Config,
+        model: &Model,
+        eval: &Evaluation,
+        train_seconds: f64,
+        train_samples: usize,
+        device: Device,
+    ) -> Self {
+        let input = model.network.input_dim.to_string();
+        let widths: Vec<String> = config.model.hidden.iter().map(|w| w.to_string()).collect();
+        Self {
+            method: config.train.method.to_string(),
+            preset: config.preset.clone(),
+            model: format!(
+                "{} {input}-{} ({} blocks)",
+                config.model.kind,
+                widths.join("-"),
+                model.network.len()
+            ),
+            dataset: config.data.dataset.clone(),
+            epochs: config.train.epochs,
+            batch_size: config.data.batch_size,
+            seed: config.train.seed,
+            projection_seeds: model.projection_seeds(),
+            test_accuracy: eval.accuracy,
+            block_test_accuracy: eval.block_accuracy.clone(),
+            ensemble_test_accuracy: eval.ensemble_accuracy,
+            train_seconds,
+            train_samples_per_second: (train_samples * config.train.epochs) as f64 / train_seconds,
+            peak_rss_bytes: peak_rss_bytes(),
+            parameters: model.network.parameter_count(),
+            backend: format!("tch 0.24 / libtorch {LIBTORCH_VERSION} ({device:?})"),
+            threads: tch::get_num_threads(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// Prints the final per-block table: head accuracy and last epoch's loss terms.
+pub fn print_final_table(history: &[EpochMetrics], eval: &Evaluation) {
+    let last = history.last().expect("at least one epoch");
+    println!(
+        "{:>6}  {:>14}  {:>12}  {:>12}",
+        "block", "head accuracy", "train CE", "train D_B"
+    );
+    for (i, accuracy) in eval.block_accuracy.iter().enumerate() {
+        let loss = last.train_loss.iter().find(|l| l.block == i + 1);
+        let fmt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        println!(
+            "{:>6}  {:>14}  {:>12}  {:>12}",
+            i + 1,
+            accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
+            fmt(loss.map(|l| l.prediction), 4),
+            fmt(loss.map(|l| l.divergence), 4)
+        );
+    }
+    println!(
+        "test accuracy (final classifier): {:.2}%   averaged heads: {:.2}%",
+        100.0 * eval.accuracy,
+        100.0 * eval.ensemble_accuracy
+    );
+}

@@ -1,0 +1,253 @@
+//! Trainers: they drive blocks through epochs, whatever the blocks contain.
+//!
+//! - [`sequential`]: SLL and `local`, block by block, each with its own optimizer;
+//! - [`bp`]: end-to-end backpropagation through the same blocks.
+//!
+//! [`run`] is the whole training run behind `sll train`: data, model, epochs,
+//! evaluation after each epoch, the run directory, the checkpoint.
+
+pub mod bp;
+pub mod model;
+pub mod optim;
+pub mod sequential;
+
+use crate::checkpoint;
+use crate::config::{Config, Method};
+use crate::data::{self, shuffled_batches, Dataset};
+use crate::objective::LocalLoss;
+use crate::report::{self, EpochMetrics, RunDir, Summary};
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::Model;
+use optim::{LrSchedule, Optimizer};
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// The loss terms of one block on one minibatch, read back as numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockLoss {
+    /// 0-based block index.
+    pub block: usize,
+    /// Cross-entropy of the block's head.
+    pub prediction: f64,
+    /// Bhattacharyya distance to the prior (0 when off).
+    pub divergence: f64,
+}
+
+impl BlockLoss {
+    /// Reads the scalar terms of `loss` for block `block`.
+    pub fn read(block: usize, loss: &LocalLoss) -> Self {
+        Self {
+            block,
+            prediction: loss.prediction.double_value(&[]),
+            divergence: loss.divergence.double_value(&[]),
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        self.prediction.is_finite() && self.divergence.is_finite()
+    }
+}
+
+/// Loads the configured dataset, applies `train_subset`/`test_subset`, and standardises
+/// both splits with the training set's per-channel statistics (recording them in
+/// `config.data.mean/std` so that evaluation reuses exactly the same numbers).
+pub fn prepare_data(config: &mut Config, device: Device) -> Result<(Dataset, Dataset)> {
+    let d = &mut config.data;
+    let (mut train, mut test) = data::load(&d.dataset, Path::new(&d.dir))?;
+    if d.train_subset > 0 {
+        train = train.take(d.train_subset);
+    }
+    if d.test_subset > 0 {
+        test = test.take(d.test_subset);
+    }
+    if d.normalize && d.mean.is_empty() {
+        let (mean, std) = train.channel_stats();
+        d.mean = Vec::<f64>::try_from(&mean.to_kind(Kind::Double))?;
+        d.std = Vec::<f64>::try_from(&std.to_kind(Kind::Double))?;
+    }
+    let prepare = |ds: Dataset| -> Result<Dataset> {
+        let images = if d.normalize {
+            standardise(&ds.images, &d.mean, &d.std)?
+        } else {
+            ds.images
+        };
+        Ok(Dataset {
+            images: images.to_device(device),
+            labels: ds.labels.to_device(device),
+            classes: ds.classes,
+        })
+    };
+    Ok((prepare(train)?, prepare(test)?))
+}
+
+fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor> {
+    let channels = images.size()[1] as usize;
+    if mean.len() != channels {
+        bail!(
+            "config key `data.mean` has {} entries but the images have {channels} channels",
+            mean.len()
+        );
+    }
+    let shape = [1, channels as i64, 1, 1];
+    let mean = Tensor::from_slice(mean).to_kind(Kind::Float).reshape(shape);
+    let std = Tensor::from_slice(std).to_kind(Kind::Float).reshape(shape);
+    Ok((images - mean) / std)
+}
+
+/// Shape of one example of `data` ([C, H, W]).
+pub fn input_shape(data: &Dataset) -> [i64; 3] {
+    let s = data.images.size();
+    [s[1], s[2], s[3]]
+}
+
+/// Sets libtorch's global state for a run: intra-op threads and the seed.
+pub fn init_runtime(config: &Config) {
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads as i32);
+    }
+    tch::manual_seed(config.train.seed as i64);
+}
+
+/// Trains `config` into the run directory `out` and returns its summary.
+///
+/// After every epoch: test evaluation, one line in `metrics.jsonl`, and the checkpoint
+/// (written atomically), so a failure later loses nothing already written. A
+/// non-finite loss stops the run with an error that names the block and the epoch.
+pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
+    let device = crate::device::parse(&config.train.device)?;
+    init_runtime(&config);
+    let (train, test) = prepare_data(&mut config, device)?;
+    let model = Model::new(&config, train.classes, input_shape(&train), device)?;
+    let run_dir = RunDir::create(out)?;
+    run_dir.write_config(&config)?;
+    eprintln!(
+        "training {} on {} with {} ({} blocks, {} parameters, {} threads) -> {}",
+        config.preset,
+        config.data.dataset,
+        config.train.method,
+        model.network.len(),
+        model.network.parameter_count(),
+        tch::get_num_threads(),
+        out.display()
+    );
+
+    let batch_size = config.data.batch_size;
+    let steps_per_epoch = train.len().div_ceil(batch_size);
+    let total_steps = steps_per_epoch * config.train.epochs;
+    let schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
+    let mut optimizers = match config.train.method {
+        Method::Bp => {
+            let params: Vec<Tensor> = (0..model.network.len())
+                .flat_map(|i| model.network.trainable(i))
+                .collect();
+            vec![Optimizer::new(&config.optim, &params, schedule)?]
+        }
+        Method::Sll | Method::Local => (0..model.network.len())
+            .map(|i| Optimizer::new(&config.optim, &model.network.trainable(i), schedule.clone()))
+            .collect::<Result<_>>()?,
+    };
+
+    let mut train_seconds = 0.0;
+    let mut history = vec![];
+    let mut evaluation = None;
+    for epoch in 1..=config.train.epochs {
+        let bar = progress_bar(steps_per_epoch, epoch, config.train.epochs);
+        let learning_rate = optimizers[0].learning_rate();
+        let mut sums: Vec<BlockLoss> = vec![];
+        let start = Instant::now();
+        for (step, (x, y)) in shuffled_batches(&train, batch_size, config.train.seed, epoch).enumerate() {
+            let losses = match config.train.method {
+                Method::Bp => bp::step(&model, &mut optimizers[0], &x, &y)?,
+                Method::Sll | Method::Local => sequential::step(&model, &mut optimizers, &x, &y)?,
+            };
+            if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
+                bar.abandon();
+                let kept = if epoch > 1 {
+                    format!(
+                        "the checkpoint of epoch {} is kept in {}",
+                        epoch - 1,
+                        run_dir.checkpoint_path().display()
+                    )
+                } else {
+                    "no checkpoint was written yet".to_string()
+                };
+                bail!(
+                    "block {} loss became non-finite (prediction {}, divergence {}) at epoch {epoch}, step {}; training stopped; {kept} (try a lower optim.lr)",
+                    bad.block + 1,
+                    bad.prediction,
+                    bad.divergence,
+                    step + 1
+                );
+            }
+            accumulate(&mut sums, &losses);
+            if step % 20 == 0 {
+                bar.set_message(loss_message(&sums, step + 1));
+            }
+            bar.inc(1);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        train_seconds += seconds;
+        let eval = model.evaluate(&test, config.data.eval_batch_size);
+        let metrics = EpochMetrics::new(
+            epoch,
+            learning_rate,
+            &sums,
+            steps_per_epoch,
+            &eval,
+            seconds,
+            train.len(),
+        );
+        eprintln!("{}", metrics.one_line(config.train.epochs));
+        run_dir.append_metrics(&metrics)?;
+        checkpoint::save(&model, &config, epoch, &run_dir.checkpoint_path())?;
+        history.push(metrics);
+        evaluation = Some(eval);
+    }
+    let evaluation = evaluation.expect("at least one epoch");
+    let summary = Summary::new(&config, &model, &evaluation, train_seconds, train.len(), device);
+    run_dir.write_summary(&summary)?;
+    report::print_final_table(&history, &evaluation);
+    Ok(summary)
+}
+
+fn accumulate(sums: &mut Vec<BlockLoss>, losses: &[BlockLoss]) {
+    if sums.is_empty() {
+        sums.extend(losses.iter().map(|l| BlockLoss {
+            prediction: 0.0,
+            divergence: 0.0,
+            ..*l
+        }));
+    }
+    for (s, l) in sums.iter_mut().zip(losses) {
+        s.prediction += l.prediction;
+        s.divergence += l.divergence;
+    }
+}
+
+fn loss_message(sums: &[BlockLoss], steps: usize) -> String {
+    sums.iter()
+        .map(|s| {
+            format!(
+                "b{} ce {:.3} db {:.3}",
+                s.block + 1,
+                s.prediction / steps as f64,
+                s.divergence / steps as f64
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {elapsed} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}

@@ -1,0 +1,185 @@
+//! A network together with the local objectives of its blocks: what is trained,
+//! checkpointed and evaluated.
+
+use crate::config::{Config, Method, ObjectiveConfig, Prior};
+use crate::data::{ordered_batches, Dataset};
+use crate::model::{InputShape, Network};
+use crate::objective::{self, BlockObjective, Projection, PROTOTYPE_SEED_INDEX};
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+/// The network, one [`BlockObjective`] per block, and the fixed pieces of the
+/// divergence term (q_0's projection, the label targets).
+#[derive(Debug)]
+pub struct Model {
+    /// The blocks and their var stores.
+    pub network: Network,
+    /// Head and projection of each block.
+    pub objectives: Vec<BlockObjective>,
+    /// R_0, the projection of the pooled input for q_0 (`prior = previous`).
+    pub input_projection: Option<Projection>,
+    /// log t_y for every class ([K, d0], `prior = label`).
+    pub label_targets: Option<Tensor>,
+    /// The objective settings in force (β = 0 for `local` and `bp`).
+    pub objective: ObjectiveConfig,
+    /// How the model is trained.
+    pub method: Method,
+}
+
+/// Test accuracies of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Accuracy of the final classifier (the last block's head), in [0, 1].
+    pub accuracy: f64,
+    /// Accuracy of each block's head (`None` for blocks without one).
+    pub block_accuracy: Vec<Option<f64>>,
+    /// Accuracy of the average of all heads' softmaxes.
+    pub ensemble_accuracy: f64,
+}
+
+/// The objective settings a method trains with: `local` and `bp` have no divergence.
+pub fn effective_objective(config: &Config) -> ObjectiveConfig {
+    let mut objective = config.objective.clone();
+    if config.train.method != Method::Sll {
+        objective.beta = 0.0;
+        objective.prior = Prior::None;
+    }
+    objective
+}
+
+impl Model {
+    /// Builds the model of `config` for `classes` classes and inputs of `input` shape.
+    /// Initialisation draws from libtorch's generator (seed it first); projections are
+    /// drawn from their own seeds, derived from `config.train.seed`.
+    pub fn new(config: &Config, classes: i64, input: InputShape, device: Device) -> Result<Self> {
+        config.validate_for_classes(classes)?;
+        let network = Network::new(&config.model, input, device)?;
+        let objective = effective_objective(config);
+        let method = config.train.method;
+        let seed = config.train.seed;
+        let last = network.len() - 1;
+        let objectives = network
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let path = Network::block_path(&network.stores[i], i);
+                let with_head = method != Method::Bp || i == last;
+                let seed = objective::projection_seed(seed, i + 1);
+                BlockObjective::new(&path, &objective, block.pooled_dim(), classes, seed, with_head)
+            })
+            .collect();
+        let input_projection =
+            (objective.has_divergence() && objective.prior == Prior::Previous).then(|| {
+                Projection::gaussian(
+                    network.input_dim,
+                    objective.d0,
+                    objective::projection_seed(seed, 0),
+                    device,
+                )
+            });
+        let label_targets = (objective.has_divergence() && objective.prior == Prior::Label).then(|| {
+            let prototype_seed = objective::projection_seed(seed, PROTOTYPE_SEED_INDEX);
+            objective::label_targets(
+                classes,
+                objective.d0,
+                objective.tau,
+                objective.label_smoothing,
+                prototype_seed,
+                device,
+            )
+        });
+        Ok(Self {
+            network,
+            objectives,
+            input_projection,
+            label_targets,
+            objective,
+            method,
+        })
+    }
+
+    /// Seeds of every projection: the input's first (if any), then each block's.
+    pub fn projection_seeds(&self) -> Vec<Option<u64>> {
+        std::iter::once(self.input_projection.as_ref().map(|p| p.seed))
+            .chain(
+                self.objectives
+                    .iter()
+                    .map(|o| o.projection.as_ref().map(|p| p.seed)),
+            )
+            .collect()
+    }
+
+    /// The prior each block's divergence starts from for a minibatch: log q_0 of the
+    /// input (`previous`), or nothing (then each block's prior is set by the trainer).
+    pub fn input_log_posterior(&self, x: &Tensor, train: bool) -> Option<Tensor> {
+        self.input_projection.as_ref().map(|r| {
+            let u0 = self.network.input_pooling.apply(x);
+            let z = r.apply(&objective::multiplicative_dropout(
+                &u0,
+                self.objective.dropout,
+                train,
+            ));
+            objective::log_posterior(&z, self.objective.tau)
+        })
+    }
+
+    /// Per-block logits on x (`None` for blocks without a head), inference mode.
+    pub fn block_logits(&self, x: &Tensor) -> Vec<Option<Tensor>> {
+        tch::no_grad(|| {
+            let mut h = x.shallow_clone();
+            let mut out = vec![];
+            for (block, objective) in self.network.blocks.iter().zip(&self.objectives) {
+                h = block.forward_t(&h, false);
+                let u = block.pooling().apply(&h);
+                out.push(objective.has_head().then(|| objective.logits(&u)));
+            }
+            out
+        })
+    }
+
+    /// Accuracy of the final classifier, of every block's head and of their average,
+    /// on `data` in batches of `batch_size`.
+    pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Evaluation {
+        let blocks = self.network.len();
+        let mut correct = vec![0i64; blocks];
+        let mut ensemble_correct = 0i64;
+        for (x, y) in ordered_batches(data, batch_size) {
+            let logits = self.block_logits(&x);
+            let mut probability_sum: Option<Tensor> = None;
+            for (i, l) in logits.iter().enumerate() {
+                if let Some(l) = l {
+                    correct[i] += l
+                        .argmax(-1, false)
+                        .eq_tensor(&y)
+                        .sum(Kind::Int64)
+                        .int64_value(&[]);
+                    let p = l.softmax(-1, Kind::Float);
+                    probability_sum = Some(match probability_sum {
+                        Some(s) => s + p,
+                        None => p,
+                    });
+                }
+            }
+            if let Some(s) = probability_sum {
+                ensemble_correct += s
+                    .argmax(-1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+            }
+        }
+        let n = data.len().max(1) as f64;
+        let block_accuracy: Vec<Option<f64>> = self
+            .objectives
+            .iter()
+            .zip(&correct)
+            .map(|(o, c)| o.has_head().then(|| *c as f64 / n))
+            .collect();
+        Evaluation {
+            accuracy: block_accuracy.last().copied().flatten().unwrap_or(0.0),
+            block_accuracy,
+            ensemble_accuracy: ensemble_correct as f64 / n,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The `sll` binary end to end: train, eval, and one-line errors for user mistakes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn sll(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sll"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn shared_data() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A user mistake: non-zero exit, one `error:` line, no panic or backtrace.
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    let line = err.lines().last().unwrap_or("");
+    assert!(line.starts_with("error: "), "last line is not an error: {err}");
+    assert!(line.contains(needle), "error does not mention {needle:?}: {line}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn train_then_eval_reproduces_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shared_data();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let args = [
+        "train",
+        "--epochs",
+        "2",
+        "--data-dir",
+        &data,
+        "--out",
+        run_s,
+        "--threads",
+        "2",
+        "--set",
+        "data.train_subset=5000",
+        "--set",
+        "model.hidden=[128, 128]",
+        "--set",
+        "objective.d0=64",
+    ];
+    let o = sll(&args, dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "model.safetensors",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "method",
+        "model",
+        "dataset",
+        "epochs",
+        "batch_size",
+        "seed",
+        "test_accuracy",
+        "block_test_accuracy",
+        "train_seconds",
+        "train_samples_per_second",
+        "peak_rss_bytes",
+        "parameters",
+        "backend",
+        "version",
+    ] {
+        assert!(summary.get(key).is_some(), "summary.json lacks {key}");
+    }
+    let accuracy = summary["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.8, "accuracy {accuracy}");
+
+    let o = sll(&["eval", "--run", run_s], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("test accuracy: {:.2}%", 100.0 * accuracy)),
+        "{out}"
+    );
+    assert!(out.contains("(identical)"), "{out}");
+
+    // The run directory is never overwritten.
+    let o = sll(&args, dir.path());
+    assert_one_line_error(&o, "already holds a run");
+}
+
+#[test]
+fn config_mistakes_are_one_line_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_one_line_error(
+        &sll(&["train", "--set", "objective.dzero=4"], dir.path()),
+        "dzero",
+    );
+    assert_one_line_error(
+        &sll(&["train", "--set", "objective.tau=-1"], dir.path()),
+        "objective.tau",
+    );
+    assert_one_line_error(
+        &sll(&["train", "--set", "model.hidden=\"wide\""], dir.path()),
+        "model.hidden",
+    );
+    assert_one_line_error(
+        &sll(&["train", "--config", "no-such-preset"], dir.path()),
+        "no-such-preset",
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[objective\nd0 = 3").unwrap();
+    assert_one_line_error(
+        &sll(&["train", "--config", bad.to_str().unwrap()], dir.path()),
+        "bad.toml",
+    );
+    let o = sll(
+        &[
+            "train",
+            "--data-dir",
+            &shared_data(),
+            "--set",
+            "objective.head=projection",
+            "--out",
+            "r",
+        ],
+        dir.path(),
+    );
+    assert_one_line_error(&o, "objective.d0");
+}
+
+#[test]
+fn missing_data_and_bad_checkpoint_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_one_line_error(
+        &sll(&["train", "--data-dir", "nowhere", "--out", "r"], dir.path()),
+        "sll fetch",
+    );
+    assert_one_line_error(&sll(&["eval", "--run", "nowhere"], dir.path()), "config.toml");
+
+    // A run whose checkpoint is damaged.
+    let run = dir.path().join("run");
+    let o = sll(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--data-dir",
+            &shared_data(),
+            "--out",
+            run.to_str().unwrap(),
+            "--set",
+            "data.train_subset=500",
+            "--set",
+            "model.hidden=[32]",
+            "--set",
+            "objective.d0=16",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(
+        run.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{broken",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &sll(&["eval", "--run", run.to_str().unwrap()], dir.path()),
+        "model.safetensors",
+    );
+}
+
+#[test]
+fn fetch_offline_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mirror = format!("http://{}/mnist/", closed.local_addr().unwrap());
+    drop(closed);
+    let o = sll(
+        &["fetch", "mnist", "--data-dir", "d", "--mirror", &mirror],
+        dir.path(),
+    );
+    assert_one_line_error(&o, "cannot download");
+}
