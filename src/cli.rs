@@ -1,5 +1,6 @@
 //! The `sll` command line: `train`, `eval`, `fetch`.
 
+use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
 use crate::config::{Config, Method, DEFAULT_PRESET};
 use crate::data;
@@ -28,6 +29,48 @@ pub enum Command {
     Eval(EvalArgs),
     /// Download a dataset's official files and verify their checksums.
     Fetch(FetchArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `sll bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time full training steps on random data (samples/s, objective share, GFLOP/s).
+    Step(StepArgs),
+}
+
+/// `sll bench step` options.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Training method.
+    #[arg(long, value_enum, default_value = "sll")]
+    pub method: Method,
+    /// Minibatch size [default: 128 for mlp, 64 for cnn].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Timed steps per round.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Rounds (the median round counts; for sll, local-CE rounds alternate with them).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Intra-op threads (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Override any config key: `--set objective.d0=256` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// `sll train` options; each overrides the config.
@@ -95,7 +138,28 @@ pub fn main() -> Result<()> {
         Some(Command::Fetch(args)) => {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
+        Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
     }
+}
+
+fn bench_step_command(args: &StepArgs) -> Result<()> {
+    let spec = StepBenchSpec {
+        model: args.model.clone(),
+        method: args.method,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        rounds: args.rounds,
+        warmup: args.warmup,
+        threads: args.threads,
+        sets: args.sets.clone(),
+    };
+    let result = crate::bench::step::run(&spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        result.print();
+    }
+    Ok(())
 }
 
 /// The config `sll train` would run with these arguments.

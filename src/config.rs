@@ -116,10 +116,18 @@ pub enum Norm {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model family (`mlp`).
+    /// Model family (`mlp`, `cnn`).
     pub kind: String,
-    /// Width of each hidden layer, input to output.
+    /// MLP: width of each hidden layer, input to output.
     pub hidden: Vec<i64>,
+    /// CNN: output channels of each 3×3 conv stage, input to output.
+    pub channels: Vec<i64>,
+    /// CNN: the (1-based) conv stages followed by a 2×2 max-pool.
+    pub pool_after: Vec<usize>,
+    /// CNN: feature maps are average-pooled to this k×k grid for heads and projections.
+    pub pool_grid: i64,
+    /// CNN: keep activations and conv weights channels-last (faster convolutions on CPU).
+    pub channels_last: bool,
     /// Activation after each layer.
     pub activation: Activation,
     /// Normalisation after each linear map.
@@ -128,11 +136,35 @@ pub struct ModelConfig {
     pub block_size: usize,
 }
 
+impl ModelConfig {
+    /// A short description of the architecture, e.g. `mlp 1024-1024-1024` or
+    /// `cnn 64-128-256 (max-pool after 2,3)`, followed by the grouping into blocks.
+    pub fn describe(&self) -> String {
+        let join = |v: Vec<String>, sep: &str| v.join(sep);
+        let layers = match self.kind.as_str() {
+            "cnn" => format!(
+                "cnn {} (max-pool after {})",
+                join(self.channels.iter().map(|c| c.to_string()).collect(), "-"),
+                join(self.pool_after.iter().map(|c| c.to_string()).collect(), ",")
+            ),
+            kind => format!(
+                "{kind} {}",
+                join(self.hidden.iter().map(|c| c.to_string()).collect(), "-")
+            ),
+        };
+        format!("{layers}, {} per block", self.block_size)
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             kind: "mlp".into(),
             hidden: vec![1024, 1024, 1024],
+            channels: vec![64, 128, 256],
+            pool_after: vec![2, 3],
+            pool_grid: 2,
+            channels_last: true,
             activation: Activation::Relu,
             norm: Norm::None,
             block_size: 1,
@@ -162,12 +194,26 @@ pub enum HeadKind {
     Projection,
 }
 
+/// Construction of the fixed random projection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionKind {
+    /// Dense, entries N(0, 1/d0).
+    Gaussian,
+    /// Sparse JL: `sparse_nonzeros` entries ±1/√k per input coordinate.
+    Sparse,
+}
+
 /// Objective section (see docs/method.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ObjectiveConfig {
     /// Number of categories d0 of the projected posterior.
     pub d0: i64,
+    /// Construction of the fixed projection R.
+    pub projection: ProjectionKind,
+    /// Nonzeros per input coordinate of the `sparse` projection.
+    pub sparse_nonzeros: i64,
     /// Softmax temperature τ.
     pub tau: f64,
     /// Weight β of the Bhattacharyya divergence term.
@@ -186,6 +232,8 @@ impl Default for ObjectiveConfig {
     fn default() -> Self {
         Self {
             d0: 512,
+            projection: ProjectionKind::Gaussian,
+            sparse_nonzeros: 4,
             tau: 1.0,
             beta: 1.0,
             dropout: 0.1,
@@ -243,6 +291,9 @@ pub struct OptimConfig {
     pub warmup_epochs: f64,
     /// Final learning rate of `cosine`.
     pub min_lr: f64,
+    /// Use the one-pass fused Adam/AdamW kernel where it applies (f32 on the CPU);
+    /// `false` uses libtorch's `torch::optim` implementation.
+    pub fused: bool,
 }
 
 impl Default for OptimConfig {
@@ -255,6 +306,7 @@ impl Default for OptimConfig {
             schedule: Schedule::Cosine,
             warmup_epochs: 0.0,
             min_lr: 0.0,
+            fused: true,
         }
     }
 }
@@ -361,7 +413,7 @@ impl Config {
     /// Rejects values and combinations that cannot train, naming the key.
     pub fn validate(&self) -> Result<()> {
         let o = &self.objective;
-        let checks: [(bool, &str, String); 13] = [
+        let checks: [(bool, &str, String); 16] = [
             (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
             (
                 self.data.eval_batch_size > 0,
@@ -379,9 +431,9 @@ impl Config {
                 "entries must be > 0".into(),
             ),
             (
-                self.model.kind == "mlp",
+                ["mlp", "cnn"].contains(&self.model.kind.as_str()),
                 "model.kind",
-                format!("unknown model kind {:?} (known: mlp)", self.model.kind),
+                format!("unknown model kind {:?} (known: mlp, cnn)", self.model.kind),
             ),
             (
                 !self.model.hidden.is_empty() && self.model.hidden.iter().all(|w| *w > 0),
@@ -393,7 +445,18 @@ impl Config {
                 "model.block_size",
                 "must be > 0".into(),
             ),
+            (
+                !self.model.channels.is_empty() && self.model.channels.iter().all(|c| *c > 0),
+                "model.channels",
+                "must be a non-empty list of positive channel counts".into(),
+            ),
+            (self.model.pool_grid > 0, "model.pool_grid", "must be > 0".into()),
             (o.d0 > 0, "objective.d0", "must be > 0".into()),
+            (
+                o.sparse_nonzeros > 0 && o.sparse_nonzeros <= o.d0,
+                "objective.sparse_nonzeros",
+                "must be in 1..=d0".into(),
+            ),
             (o.tau > 0.0, "objective.tau", "must be > 0".into()),
             (o.beta >= 0.0, "objective.beta", "must be >= 0".into()),
             (

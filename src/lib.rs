@@ -6,11 +6,13 @@
 //! [`checkpoint`]; [`cli`] ties them into the `sll` command. `docs/method.md` is the
 //! method this code implements.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod kernels;
 pub mod model;
 pub mod objective;
 pub mod report;

@@ -9,10 +9,13 @@
 //! label prior t_y, and [`BlockObjective::loss`] that puts them together. Nothing
 //! here knows what a block contains: it sees only the pooled output u_i.
 
-use crate::config::{HeadKind, ObjectiveConfig};
-use rand::SeedableRng;
+use crate::config::{HeadKind, ObjectiveConfig, ProjectionKind};
+use crate::kernels;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::sync::Mutex;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 /// Seed of block `index`'s projection (index 0 is the input's), from the run seed.
@@ -39,31 +42,148 @@ fn gaussian_matrix(rows: i64, cols: i64, std: f64, seed: u64, device: Device) ->
         .to_device(device)
 }
 
-/// The fixed random projection R ∈ ℝ^{d0 × dim(u)}, entries N(0, 1/d0), never trained.
+/// The fixed random projection R ∈ ℝ^{d0 × dim(u)}, never trained, drawn from a seed.
 ///
-/// Stored transposed (dim(u) × d0) so that `u R^T` is one matrix product.
+/// Two geometry-preserving (Johnson–Lindenstrauss) constructions, both with
+/// E‖Ru‖² = ‖u‖²:
+/// - `gaussian`: dense, entries N(0, 1/d0); `u R^T` is one matrix product, costing
+///   2·d0·dim(u) FLOPs per example forward and again backward.
+/// - `sparse`: each input coordinate goes to `k` of the d0 categories (one in each of
+///   k equal slices of 0..d0) with random signs ±1/√k (a sparse JL transform, k = 1
+///   is CountSketch); computed as an index-add, costing k·dim(u) additions per example.
 #[derive(Debug)]
 pub struct Projection {
     /// Seed the matrix was drawn from (recorded in checkpoints).
     pub seed: u64,
-    matrix_t: Tensor,
+    kind: ProjectionMatrix,
+}
+
+#[derive(Debug)]
+enum ProjectionMatrix {
+    /// R^T, dim(u) × d0.
+    Dense(Tensor),
+    /// Category of each of the k·dim(u) nonzeros ([k·dim]) and its signed value ([k·dim, 1]),
+    /// also kept as plain vectors for the CPU kernels.
+    Sparse {
+        d0: i64,
+        k: i64,
+        buckets: Tensor,
+        values: Tensor,
+        table: kernels::SparseTable,
+    },
 }
 
 impl Projection {
-    /// Draws R for inputs of `in_dim` features onto `d0` categories.
+    /// Draws R for inputs of `in_dim` features onto `d0` categories, entries N(0, 1/d0).
     pub fn gaussian(in_dim: i64, d0: i64, seed: u64, device: Device) -> Self {
         let matrix_t = gaussian_matrix(in_dim, d0, (1.0 / d0 as f64).sqrt(), seed, device);
-        Self { seed, matrix_t }
+        Self {
+            seed,
+            kind: ProjectionMatrix::Dense(matrix_t),
+        }
+    }
+
+    /// Draws a sparse R with `k` nonzeros ±1/√k per input coordinate (k ≤ d0).
+    pub fn sparse(in_dim: i64, d0: i64, k: i64, seed: u64, device: Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let k = k.clamp(1, d0);
+        let (mut buckets, mut values) = (vec![], vec![]);
+        let value = 1.0 / (k as f32).sqrt();
+        for slice in 0..k {
+            let (lo, hi) = (slice * d0 / k, (slice + 1) * d0 / k);
+            for _ in 0..in_dim {
+                buckets.push(rng.random_range(lo..hi));
+                values.push(if rng.random::<bool>() { value } else { -value });
+            }
+        }
+        let table = kernels::SparseTable::new(in_dim as usize, d0 as usize, &buckets, &values);
+        let buckets = Tensor::from_slice(&buckets).to_device(device);
+        let values = Tensor::from_slice(&values)
+            .reshape([k * in_dim, 1])
+            .to_device(device);
+        Self {
+            seed,
+            kind: ProjectionMatrix::Sparse {
+                d0,
+                k,
+                buckets,
+                values,
+                table,
+            },
+        }
+    }
+
+    /// The projection `config` asks for.
+    pub fn new(config: &ObjectiveConfig, in_dim: i64, seed: u64, device: Device) -> Self {
+        match config.projection {
+            ProjectionKind::Gaussian => Self::gaussian(in_dim, config.d0, seed, device),
+            ProjectionKind::Sparse => Self::sparse(in_dim, config.d0, config.sparse_nonzeros, seed, device),
+        }
     }
 
     /// R u for a batch of pooled features u ([N, dim(u)] → [N, d0]).
     pub fn apply(&self, u: &Tensor) -> Tensor {
-        u.matmul(&self.matrix_t)
+        match &self.kind {
+            ProjectionMatrix::Dense(matrix_t) => u.matmul(matrix_t),
+            ProjectionMatrix::Sparse {
+                d0,
+                k,
+                buckets,
+                values,
+                ..
+            } => {
+                // Work on u^T so that every added row is contiguous: z^T = Σ_j values_j · u^T_j → row buckets_j.
+                let source = u.tr().contiguous().repeat([*k, 1]) * values;
+                let zeros = Tensor::zeros([*d0, u.size()[0]], (u.kind(), u.device()));
+                zeros.index_add(0, buckets, &source).tr().contiguous()
+            }
+        }
+    }
+
+    /// R u and, for a gradient g with respect to R u, the gradient R^T g with respect to
+    /// u: the two products the fused divergence path needs, without autograd (CPU
+    /// kernels for `sparse`).
+    pub fn apply_no_grad(&self, u: &Tensor) -> Tensor {
+        match &self.kind {
+            ProjectionMatrix::Sparse { table, .. } if u.device() == Device::Cpu => table.forward(u),
+            _ => tch::no_grad(|| self.apply(u)),
+        }
+    }
+
+    /// R^T g ([N, d0] → [N, dim(u)]), see [`Projection::apply_no_grad`].
+    pub fn transpose_no_grad(&self, g: &Tensor) -> Tensor {
+        match &self.kind {
+            ProjectionMatrix::Dense(matrix_t) => tch::no_grad(|| g.matmul(&matrix_t.tr())),
+            ProjectionMatrix::Sparse { table, .. } if g.device() == Device::Cpu => table.transpose(g),
+            ProjectionMatrix::Sparse {
+                buckets, values, k, ..
+            } => tch::no_grad(|| {
+                let dim = buckets.size()[0] / k;
+                (g.index_select(1, buckets) * values.tr())
+                    .reshape([-1, *k, dim])
+                    .sum_dim_intlist([1i64].as_slice(), false, g.kind())
+            }),
+        }
+    }
+
+    /// FLOPs of `apply` on one example: 2·d0·dim(u) dense, 2·k·dim(u) sparse.
+    pub fn flops_per_example(&self) -> f64 {
+        match &self.kind {
+            ProjectionMatrix::Dense(m) => 2.0 * m.numel() as f64,
+            ProjectionMatrix::Sparse { buckets, .. } => 2.0 * buckets.numel() as f64,
+        }
     }
 
     /// R itself ([d0, dim(u)]).
     pub fn matrix(&self) -> Tensor {
-        self.matrix_t.tr()
+        match &self.kind {
+            ProjectionMatrix::Dense(matrix_t) => matrix_t.tr(),
+            ProjectionMatrix::Sparse { k, buckets, .. } => {
+                let dim = buckets.size()[0] / k;
+                self.apply(&Tensor::eye(dim, (Kind::Float, buckets.device())))
+                    .tr()
+            }
+        }
     }
 }
 
@@ -77,9 +197,52 @@ pub fn multiplicative_dropout(u: &Tensor, p: f64, train: bool) -> Tensor {
     }
 }
 
-/// z = R(m ⊙ u): the projection of u after multiplicative dropout of rate p.
-pub fn project(projection: &Projection, u: &Tensor, p: f64, train: bool) -> Tensor {
-    projection.apply(&multiplicative_dropout(u, p, train))
+/// Multiplicative dropout of rate p with its own seeded generator (so runs are
+/// reproducible and the mask costs little: see `kernels::bernoulli_mask`).
+#[derive(Debug)]
+pub struct Dropout {
+    /// Drop probability.
+    pub p: f64,
+    rng: Mutex<Xoshiro256PlusPlus>,
+}
+
+impl Dropout {
+    /// Dropout of rate `p`, masks drawn from `seed`.
+    pub fn new(p: f64, seed: u64) -> Self {
+        Self {
+            p,
+            rng: Mutex::new(Xoshiro256PlusPlus::seed_from_u64(seed ^ DROPOUT_SEED_SALT)),
+        }
+    }
+
+    /// m ⊙ u in training (identity otherwise or when p = 0).
+    pub fn apply(&self, u: &Tensor, train: bool) -> Tensor {
+        if train && self.p > 0.0 && u.device() != Device::Cpu {
+            return multiplicative_dropout(u, self.p, train);
+        }
+        match self.mask(u, train) {
+            Some(mask) => u * mask,
+            None => u.shallow_clone(),
+        }
+    }
+
+    /// The mask m/(1−p) for u on the CPU, or `None` when dropout is off.
+    pub fn mask(&self, u: &Tensor, train: bool) -> Option<Tensor> {
+        (train && self.p > 0.0).then(|| {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            kernels::bernoulli_mask(&u.size(), self.p, &mut rng)
+                .to_kind(u.kind())
+                .to_device(u.device())
+        })
+    }
+}
+
+/// Separates a block's dropout stream from its projection's seed.
+const DROPOUT_SEED_SALT: u64 = 0xD50F_5EED_0000_0001;
+
+/// z = R(m ⊙ u): the projection of u after multiplicative dropout.
+pub fn project(projection: &Projection, u: &Tensor, dropout: &Dropout, train: bool) -> Tensor {
+    projection.apply(&dropout.apply(u, train))
 }
 
 /// log q = log softmax(z / τ) for projected features z = R(m ⊙ u): the categorical
@@ -114,7 +277,8 @@ pub fn label_targets(classes: i64, d0: i64, tau: f64, smoothing: f64, seed: u64,
 
 /// The terms of one block's local loss, each a scalar tensor.
 pub struct LocalLoss {
-    /// CE(head(u), y) + β · D_B: what the block's optimizer minimises.
+    /// The tensor whose gradient is ∇(CE + β · D_B): what the block's optimizer
+    /// minimises (its value may differ from L_i when D_B's gradient is fused).
     pub total: Tensor,
     /// CE(head(u), y).
     pub prediction: Tensor,
@@ -127,6 +291,7 @@ pub struct LocalLoss {
 #[derive(Debug)]
 pub struct BlockObjective {
     config: ObjectiveConfig,
+    dropout: Dropout,
     head: Option<nn::Linear>,
     /// R_i (absent when neither the divergence nor a projection head needs it).
     pub projection: Option<Projection>,
@@ -146,11 +311,12 @@ impl BlockObjective {
     ) -> Self {
         let needs_projection = config.has_divergence() || config.head == HeadKind::Projection;
         let projection =
-            needs_projection.then(|| Projection::gaussian(in_dim, config.d0, projection_seed, path.device()));
+            needs_projection.then(|| Projection::new(config, in_dim, projection_seed, path.device()));
         let head = (with_head && config.head == HeadKind::Linear)
             .then(|| crate::model::linear(path / "head", in_dim, classes));
         Self {
             config: config.clone(),
+            dropout: Dropout::new(config.dropout, projection_seed),
             head,
             projection,
         }
@@ -171,7 +337,36 @@ impl BlockObjective {
 
     fn projected(&self, u: &Tensor, train: bool) -> Tensor {
         let projection = self.projection.as_ref().expect("projection present");
-        project(projection, u, self.config.dropout, train)
+        project(projection, u, &self.dropout, train)
+    }
+
+    /// The divergence term without autograd through the projection (CPU, linear head):
+    /// ū = m ⊙ sg(u), z = Rū, (D_B, log q, ∂D_B/∂z) from the fused kernel, then
+    /// ∂D_B/∂u = m ⊙ R^T ∂D_B/∂z, attached to the graph as (u · ∂D_B/∂u).sum().
+    /// Returns (D_B, that gradient term, log q).
+    fn fused_divergence(
+        &self,
+        projection: &Projection,
+        u: &Tensor,
+        log_prior: &Tensor,
+        train: bool,
+    ) -> Option<(Tensor, Tensor, Tensor)> {
+        if u.device() != Device::Cpu || u.kind() != Kind::Float {
+            return None;
+        }
+        let mask = self.dropout.mask(u, train);
+        let u_bar = match &mask {
+            Some(m) => u.detach() * m,
+            None => u.detach(),
+        };
+        let z = projection.apply_no_grad(&u_bar);
+        let f = kernels::bhattacharyya_fused(&z, &log_prior.detach(), self.config.tau);
+        let g_bar = projection.transpose_no_grad(&f.grad_z);
+        let g_u = match &mask {
+            Some(m) => g_bar * m,
+            None => g_bar,
+        };
+        Some((f.distance, (u * g_u).sum(Kind::Float), f.log_q))
     }
 
     /// L_i for pooled features u, labels y and the (detached) prior: log q_{i-1} for
@@ -186,6 +381,25 @@ impl BlockObjective {
         train: bool,
     ) -> (LocalLoss, Option<Tensor>) {
         let c = &self.config;
+        let zero = || Tensor::zeros([], (Kind::Float, u.device()));
+        if let (Some(head), Some(projection), Some(log_prior), true) =
+            (&self.head, &self.projection, log_prior, c.has_divergence())
+        {
+            if let Some((divergence, gradient_term, log_q)) =
+                self.fused_divergence(projection, u, log_prior, train)
+            {
+                let prediction = head.forward(u).cross_entropy_for_logits(y);
+                let total = &prediction + gradient_term * c.beta;
+                return (
+                    LocalLoss {
+                        total,
+                        prediction,
+                        divergence,
+                    },
+                    Some(log_q),
+                );
+            }
+        }
         let z = self.projection.as_ref().map(|_| self.projected(u, train));
         let logits = match (&self.head, &z) {
             (Some(head), _) => head.forward(u),
@@ -198,7 +412,7 @@ impl BlockObjective {
             (Some(log_q), Some(log_prior)) if c.has_divergence() => {
                 bhattacharyya_distance(log_q, &log_prior.detach())
             }
-            _ => Tensor::zeros([], (Kind::Float, u.device())),
+            _ => zero(),
         };
         let total = &prediction + &divergence * c.beta;
         (
@@ -280,6 +494,44 @@ mod tests {
         }
     }
 
+    /// The fused divergence path (CPU kernels, gradient attached as (u·g).sum()) gives
+    /// the gradient of the method's formula, computed by autograd, for both projections.
+    #[test]
+    fn fused_loss_has_the_gradient_of_the_reference_loss() {
+        for projection in [ProjectionKind::Gaussian, ProjectionKind::Sparse] {
+            let config = ObjectiveConfig {
+                d0: 32,
+                dropout: 0.0,
+                tau: 0.7,
+                beta: 0.8,
+                projection,
+                ..Default::default()
+            };
+            let vs = nn::VarStore::new(Device::Cpu);
+            let objective = BlockObjective::new(&vs.root(), &config, 48, 10, 5, true);
+            tch::manual_seed(1);
+            let u = Tensor::randn([16, 48], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
+            let prior = Tensor::randn([16, 32], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+            let (loss, log_q) = objective.loss(&u, &y, Some(&prior), true);
+            loss.total.backward();
+            let fused_grad = u.grad().copy();
+            let _ = u.grad().zero_();
+            let projection = objective.projection.as_ref().unwrap();
+            let log_q_ref = log_posterior(&projection.apply(&u), config.tau);
+            let reference = objective.logits(&u).cross_entropy_for_logits(&y)
+                + bhattacharyya_distance(&log_q_ref, &prior) * config.beta;
+            reference.backward();
+            assert!(
+                fused_grad.allclose(&u.grad(), 1e-5, 1e-6, false),
+                "{projection:?}: gradients differ"
+            );
+            let expected = bhattacharyya_distance(&log_q_ref, &prior).double_value(&[]);
+            assert!((loss.divergence.double_value(&[]) - expected).abs() < 1e-5);
+            assert!(log_q.unwrap().allclose(&log_q_ref.detach(), 1e-5, 1e-6, false));
+        }
+    }
+
     #[test]
     fn projection_is_deterministic_per_seed() {
         let a = Projection::gaussian(20, 8, projection_seed(7, 1), Device::Cpu).matrix();
@@ -288,6 +540,28 @@ mod tests {
         assert!(a.equal(&b));
         assert!(!a.equal(&c));
         assert_eq!(a.size(), vec![8, 20]);
+    }
+
+    #[test]
+    fn sparse_projection_has_k_signed_entries_per_column_and_preserves_norms() {
+        let r = Projection::sparse(300, 64, 4, 9, Device::Cpu);
+        let m = r.matrix();
+        assert_eq!(m.size(), vec![64, 300]);
+        let nonzeros = m.ne(0.0).sum_dim_intlist([0i64].as_slice(), false, Kind::Int64);
+        assert!(
+            nonzeros.eq(4).all().int64_value(&[]) == 1,
+            "4 nonzeros per column"
+        );
+        assert!((m.abs().max().double_value(&[]) - 0.5).abs() < 1e-6);
+        // E‖Ru‖² = ‖u‖²: averaged over many random u the ratio is ~1.
+        tch::manual_seed(0);
+        let u = Tensor::randn([2000, 300], (Kind::Float, Device::Cpu));
+        let ratio = r.apply(&u).square().sum(Kind::Float) / u.square().sum(Kind::Float);
+        assert!((ratio.double_value(&[]) - 1.0).abs() < 0.05, "{ratio}");
+        // apply() is the matrix product with matrix().
+        let dense = u.matmul(&m.tr());
+        assert!(r.apply(&u).allclose(&dense, 1e-4, 1e-4, false));
+        assert!(Projection::sparse(300, 64, 4, 9, Device::Cpu).matrix().equal(&m));
     }
 
     #[test]

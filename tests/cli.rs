@@ -195,3 +195,20 @@ fn fetch_offline_is_a_one_line_error() {
     );
     assert_one_line_error(&o, "cannot download");
 }
+
+#[test]
+fn bench_step_prints_json_with_the_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sll(
+        &[
+            "bench", "step", "--model", "mlp", "--steps", "2", "--rounds", "1", "--warmup", "1", "--json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["samples_per_second", "ms_per_step", "objective_share", "gflops"] {
+        assert!(v[key].as_f64().is_some_and(|x| x >= 0.0), "{key}: {v}");
+    }
+    assert!(v["samples_per_second"].as_f64().unwrap() > 0.0);
+}

@@ -227,3 +227,74 @@ fn local_method_turns_the_divergence_off() {
     assert_eq!(model.objective.beta, 0.0);
     assert!(model.projection_seeds().iter().all(Option::is_none));
 }
+
+fn cnn_config(extra: &[&str]) -> Config {
+    let mut sets: Vec<String> = [
+        "model.kind=\"cnn\"",
+        "model.channels=[8, 16, 16]",
+        "model.pool_after=[2, 3]",
+        "objective.d0=32",
+        "train.threads=2",
+    ]
+    .map(String::from)
+    .to_vec();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(None, &sets).unwrap()
+}
+
+/// Channels-last conv weights go through the fused Adam exactly as libtorch's Adam
+/// updates contiguous ones, and a CNN checkpoint reloads to identical logits.
+#[test]
+fn cnn_channels_last_fused_adam_and_checkpoint() {
+    let _guard = serial();
+    let x = Tensor::randn([8, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
+    let trained = |extra: &[&str]| {
+        let config = cnn_config(extra);
+        tch::manual_seed(3);
+        let model = Model::new(&config, 10, [3, 16, 16], Device::Cpu).unwrap();
+        let schedule = LrSchedule::new(&config.optim, 3, 3);
+        let mut optimizers = train::build_optimizers(&config, &model, &schedule).unwrap();
+        for _ in 0..3 {
+            train::train_step(config.train.method, &model, &mut optimizers, &x, &y).unwrap();
+        }
+        (config, model)
+    };
+    let (config, fused) = trained(&[]);
+    let (_, reference) = trained(&["optim.fused=false", "model.channels_last=false"]);
+    for i in 0..3 {
+        for (a, b) in fused
+            .network
+            .trainable(i)
+            .iter()
+            .zip(reference.network.trainable(i))
+        {
+            assert!(a.allclose(&b, 1e-4, 1e-5, false), "block {} differs", i + 1);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cnn.safetensors");
+    checkpoint::save(&fused, &config, 1, &path).unwrap();
+    let reloaded = Model::new(&config, 10, [3, 16, 16], Device::Cpu).unwrap();
+    checkpoint::load(&reloaded, &path).unwrap();
+    let logits = |m: &Model| {
+        m.block_logits(&x)
+            .into_iter()
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(same(&logits(&fused), &logits(&reloaded)));
+}
+
+/// Counted FLOPs of a conv stage and of a linear layer, by hand.
+#[test]
+fn forward_flops_are_counted_by_hand() {
+    let config = cnn_config(&[]);
+    let model = Model::new(&config, 10, [3, 32, 32], Device::Cpu).unwrap();
+    // conv 3→8 on 32×32: 2·3·9·8·32·32.
+    assert_eq!(model.network.blocks[0].forward_flops(), (442_368.0, 442_368.0));
+    // conv 16→16 after one max-pool: 2·16·9·16·16·16.
+    assert_eq!(model.network.blocks[2].forward_flops().0, 1_179_648.0);
+    let mlp = tiny_model(&small_config("sll", 1, &[]));
+    assert_eq!(mlp.network.blocks[0].forward_flops().0, 2.0 * 784.0 * 256.0);
+}

@@ -65,6 +65,15 @@ impl Block for MlpBlock {
     fn pooled_dim(&self) -> i64 {
         self.out_dim
     }
+
+    fn forward_flops(&self) -> (f64, f64) {
+        let flops: Vec<f64> = self
+            .layers
+            .iter()
+            .map(|l| 2.0 * l.linear.ws.size().iter().product::<i64>() as f64)
+            .collect();
+        (flops.iter().sum(), flops[0])
+    }
 }
 
 /// Builds the MLP of `config`: widths `hidden`, grouped `block_size` layers per block.

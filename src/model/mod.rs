@@ -6,6 +6,7 @@
 //! its [`Pooling`]; each block's parameters live in a var store of its own, so a
 //! block can have its own optimizer, thread or device.
 
+pub mod cnn;
 pub mod mlp;
 
 use crate::config::ModelConfig;
@@ -18,6 +19,8 @@ use tch::{nn, Device, Tensor};
 pub enum Pooling {
     /// Vectors: u = h, flattened to [N, features].
     Flatten,
+    /// Feature maps: adaptive average pooling to a k×k grid, then flattened.
+    Grid(i64),
 }
 
 impl Pooling {
@@ -25,6 +28,7 @@ impl Pooling {
     pub fn apply(self, h: &Tensor) -> Tensor {
         match self {
             Pooling::Flatten => h.flatten(1, -1),
+            Pooling::Grid(k) => h.adaptive_avg_pool2d([k, k]).flatten(1, -1),
         }
     }
 }
@@ -37,6 +41,10 @@ pub trait Block: std::fmt::Debug + Send {
     fn pooling(&self) -> Pooling;
     /// dim(u_i), the length of the pooled output.
     fn pooled_dim(&self) -> i64;
+    /// Multiply-add FLOPs (2 per multiply-add) of one example's forward pass through
+    /// the block's linear maps and convolutions, as `(total, first layer)`: the first
+    /// layer's input gradient is skipped in backward when the block input is detached.
+    fn forward_flops(&self) -> (f64, f64);
 }
 
 /// A linear layer initialised as PyTorch's `nn.Linear` is: weights and biases
@@ -81,7 +89,8 @@ impl Network {
     pub fn new(config: &ModelConfig, input: InputShape, device: Device) -> Result<Self> {
         match config.kind.as_str() {
             "mlp" => Ok(mlp::build(config, input, device)),
-            other => bail!("unknown model kind {other:?} (known: mlp)"),
+            "cnn" => Ok(cnn::build(config, input, device)),
+            other => bail!("unknown model kind {other:?} (known: mlp, cnn)"),
         }
     }
 

@@ -174,7 +174,7 @@ pub struct Summary {
     pub method: String,
     /// Preset name.
     pub preset: String,
-    /// Architecture, e.g. `mlp 784-1024-1024-1024 (3 blocks)`.
+    /// Architecture, e.g. `mlp 1024-1024-1024, 1 per block (3 blocks)`.
     pub model: String,
     /// Dataset name.
     pub dataset: String,
@@ -218,17 +218,10 @@ impl Summary {
         train_samples: usize,
         device: Device,
     ) -> Self {
-        let input = model.network.input_dim.to_string();
-        let widths: Vec<String> = config.model.hidden.iter().map(|w| w.to_string()).collect();
         Self {
             method: config.train.method.to_string(),
             preset: config.preset.clone(),
-            model: format!(
-                "{} {input}-{} ({} blocks)",
-                config.model.kind,
-                widths.join("-"),
-                model.network.len()
-            ),
+            model: format!("{} ({} blocks)", config.model.describe(), model.network.len()),
             dataset: config.data.dataset.clone(),
             epochs: config.train.epochs,
             batch_size: config.data.batch_size,

@@ -7,6 +7,7 @@
 //! evaluation after each epoch, the run directory, the checkpoint.
 
 pub mod bp;
+pub mod fused_adam;
 pub mod model;
 pub mod optim;
 pub mod sequential;
@@ -110,6 +111,35 @@ pub fn init_runtime(config: &Config) {
     tch::manual_seed(config.train.seed as i64);
 }
 
+/// The optimizers of a method: one per block for `sll`/`local`, one over every
+/// parameter for `bp`, all on `schedule`.
+pub fn build_optimizers(config: &Config, model: &Model, schedule: &LrSchedule) -> Result<Vec<Optimizer>> {
+    let blocks = 0..model.network.len();
+    match config.train.method {
+        Method::Bp => {
+            let params: Vec<Tensor> = blocks.flat_map(|i| model.network.trainable(i)).collect();
+            Ok(vec![Optimizer::new(&config.optim, &params, schedule.clone())?])
+        }
+        Method::Sll | Method::Local => blocks
+            .map(|i| Optimizer::new(&config.optim, &model.network.trainable(i), schedule.clone()))
+            .collect(),
+    }
+}
+
+/// One training step of the configured method on a minibatch; returns the loss terms.
+pub fn train_step(
+    method: Method,
+    model: &Model,
+    optimizers: &mut [Optimizer],
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<BlockLoss>> {
+    match method {
+        Method::Bp => bp::step(model, &mut optimizers[0], x, y),
+        Method::Sll | Method::Local => sequential::step(model, optimizers, x, y),
+    }
+}
+
 /// Trains `config` into the run directory `out` and returns its summary.
 ///
 /// After every epoch: test evaluation, one line in `metrics.jsonl`, and the checkpoint
@@ -137,17 +167,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     let steps_per_epoch = train.len().div_ceil(batch_size);
     let total_steps = steps_per_epoch * config.train.epochs;
     let schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
-    let mut optimizers = match config.train.method {
-        Method::Bp => {
-            let params: Vec<Tensor> = (0..model.network.len())
-                .flat_map(|i| model.network.trainable(i))
-                .collect();
-            vec![Optimizer::new(&config.optim, &params, schedule)?]
-        }
-        Method::Sll | Method::Local => (0..model.network.len())
-            .map(|i| Optimizer::new(&config.optim, &model.network.trainable(i), schedule.clone()))
-            .collect::<Result<_>>()?,
-    };
+    let mut optimizers = build_optimizers(&config, &model, &schedule)?;
 
     let mut train_seconds = 0.0;
     let mut history = vec![];
@@ -158,10 +178,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         let mut sums: Vec<BlockLoss> = vec![];
         let start = Instant::now();
         for (step, (x, y)) in shuffled_batches(&train, batch_size, config.train.seed, epoch).enumerate() {
-            let losses = match config.train.method {
-                Method::Bp => bp::step(&model, &mut optimizers[0], &x, &y)?,
-                Method::Sll | Method::Local => sequential::step(&model, &mut optimizers, &x, &y)?,
-            };
+            let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
             if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
                 bar.abandon();
                 let kept = if epoch > 1 {

@@ -4,7 +4,7 @@
 use crate::config::{Config, Method, ObjectiveConfig, Prior};
 use crate::data::{ordered_batches, Dataset};
 use crate::model::{InputShape, Network};
-use crate::objective::{self, BlockObjective, Projection, PROTOTYPE_SEED_INDEX};
+use crate::objective::{self, BlockObjective, Dropout, Projection, PROTOTYPE_SEED_INDEX};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -18,6 +18,8 @@ pub struct Model {
     pub objectives: Vec<BlockObjective>,
     /// R_0, the projection of the pooled input for q_0 (`prior = previous`).
     pub input_projection: Option<Projection>,
+    /// The dropout before R_0.
+    input_dropout: Dropout,
     /// log t_y for every class ([K, d0], `prior = label`).
     pub label_targets: Option<Tensor>,
     /// The objective settings in force (β = 0 for `local` and `bp`).
@@ -71,9 +73,9 @@ impl Model {
             .collect();
         let input_projection =
             (objective.has_divergence() && objective.prior == Prior::Previous).then(|| {
-                Projection::gaussian(
+                Projection::new(
+                    &objective,
                     network.input_dim,
-                    objective.d0,
                     objective::projection_seed(seed, 0),
                     device,
                 )
@@ -89,10 +91,12 @@ impl Model {
                 device,
             )
         });
+        let input_dropout = Dropout::new(objective.dropout, objective::projection_seed(seed, 0));
         Ok(Self {
             network,
             objectives,
             input_projection,
+            input_dropout,
             label_targets,
             objective,
             method,
@@ -115,11 +119,7 @@ impl Model {
     pub fn input_log_posterior(&self, x: &Tensor, train: bool) -> Option<Tensor> {
         self.input_projection.as_ref().map(|r| {
             let u0 = self.network.input_pooling.apply(x);
-            let z = r.apply(&objective::multiplicative_dropout(
-                &u0,
-                self.objective.dropout,
-                train,
-            ));
+            let z = objective::project(r, &u0, &self.input_dropout, train);
             objective::log_posterior(&z, self.objective.tau)
         })
     }

@@ -1,5 +1,6 @@
 //! Per-block optimizers and learning-rate schedules.
 
+use super::fused_adam::FusedAdam;
 use crate::config::{OptimConfig, OptimizerKind, Schedule};
 use anyhow::{Context, Result};
 use tch::{COptimizer, Tensor};
@@ -44,11 +45,20 @@ impl LrSchedule {
     }
 }
 
+/// The update rule behind an [`Optimizer`].
+#[derive(Debug)]
+enum Engine {
+    /// Our one-pass Adam/AdamW (f32 parameters on the CPU).
+    Fused(FusedAdam),
+    /// libtorch's optimizers (SGD, and Adam/AdamW elsewhere).
+    Torch(COptimizer),
+}
+
 /// One optimizer over a set of parameters (one block's, or the whole network's for
 /// `bp`), stepping its own schedule.
 #[derive(Debug)]
 pub struct Optimizer {
-    inner: COptimizer,
+    engine: Engine,
     schedule: LrSchedule,
     step: usize,
 }
@@ -57,6 +67,16 @@ impl Optimizer {
     /// Builds the optimizer of `config` over `params`.
     pub fn new(config: &OptimConfig, params: &[Tensor], schedule: LrSchedule) -> Result<Self> {
         let (lr, wd) = (config.lr, config.weight_decay);
+        let adam = matches!(config.optimizer, OptimizerKind::Adam | OptimizerKind::Adamw);
+        if adam && config.fused && FusedAdam::supports(params) {
+            let decoupled = config.optimizer == OptimizerKind::Adamw;
+            let engine = Engine::Fused(FusedAdam::new(params, wd, decoupled)?);
+            return Ok(Self {
+                engine,
+                schedule,
+                step: 0,
+            });
+        }
         let mut inner = match config.optimizer {
             OptimizerKind::Adam => COptimizer::adam(lr, 0.9, 0.999, wd, 1e-8, false),
             OptimizerKind::Adamw => COptimizer::adamw(lr, 0.9, 0.999, wd, 1e-8, false),
@@ -67,7 +87,7 @@ impl Optimizer {
             inner.add_parameters(p, 0)?;
         }
         Ok(Self {
-            inner,
+            engine: Engine::Torch(inner),
             schedule,
             step: 0,
         })
@@ -81,10 +101,20 @@ impl Optimizer {
     /// Zeroes the gradients, back-propagates `loss` into this optimizer's parameters
     /// and takes one step at the scheduled learning rate.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
-        self.inner.zero_grad()?;
-        loss.f_backward()?;
-        self.inner.set_learning_rate(self.learning_rate())?;
-        self.inner.step()?;
+        let lr = self.learning_rate();
+        match &mut self.engine {
+            Engine::Fused(adam) => {
+                // The fused step leaves the gradients zeroed.
+                loss.f_backward()?;
+                adam.step(lr);
+            }
+            Engine::Torch(inner) => {
+                inner.zero_grad()?;
+                loss.f_backward()?;
+                inner.set_learning_rate(lr)?;
+                inner.step()?;
+            }
+        }
         self.step += 1;
         Ok(())
     }

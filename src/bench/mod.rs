@@ -1,0 +1,6 @@
+//! Benchmarks that print a figure and, where one exists, its reference.
+//!
+//! `sll bench step` times full training steps (forward, local losses, backward,
+//! optimizer) on random data, for the method's real code path.
+
+pub mod step;

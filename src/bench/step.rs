@@ -1,0 +1,239 @@
+//! `sll bench step`: samples/s of full training steps on random data, the share of the
+//! step spent in the SLL objective (projection + dropout + Bhattacharyya), and the
+//! achieved GFLOP/s against the counted matrix-multiply/convolution FLOPs.
+//!
+//! The two built-in models are the ones `bench/reference/` implements in PyTorch:
+//! - `mlp`: MNIST-shaped input, MLP 784-1024-1024-1024, one layer per block, a linear
+//!   1024→10 head per block, batch 128;
+//! - `cnn`: 3×32×32 input, conv 3×3 3→64→128→256, max-pool after the 2nd and 3rd conv,
+//!   one conv per block, feature maps pooled to 2×2 for heads and projections, batch 64.
+//!
+//! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
+//! pooled to 2×2 for images), Adam lr 1e-3.
+
+use crate::config::{Config, Method, Schedule};
+use crate::model::InputShape;
+use crate::train::{self, model::Model, optim::LrSchedule};
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct StepBenchSpec {
+    /// `mlp`, `cnn` or a preset name.
+    pub model: String,
+    /// Training method.
+    pub method: Method,
+    /// Minibatch size (default: 128 for mlp, 64 for cnn, the preset's otherwise).
+    pub batch_size: Option<usize>,
+    /// Timed steps per round (after `warmup` untimed ones).
+    pub steps: usize,
+    /// Rounds; the median round counts.
+    pub rounds: usize,
+    /// Untimed warm-up steps.
+    pub warmup: usize,
+    /// Intra-op threads (0 = libtorch's default).
+    pub threads: usize,
+    /// Extra `section.key=value` overrides.
+    pub sets: Vec<String>,
+}
+
+/// The result, as printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepBenchResult {
+    /// `mlp`, `cnn` or the preset.
+    pub model: String,
+    /// Method benchmarked.
+    pub method: String,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Intra-op threads.
+    pub threads: i32,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+    /// Milliseconds per step.
+    pub ms_per_step: f64,
+    /// Share of the step spent in the SLL objective: 1 − t(local) / t(sll) for `sll`, 0 otherwise.
+    pub objective_share: f64,
+    /// Counted FLOPs of one step (matrix products and convolutions).
+    pub flops_per_step: f64,
+    /// Counted FLOPs per second achieved, in GFLOP/s.
+    pub gflops: f64,
+}
+
+/// The config, input shape and class count of a benchmark model.
+fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
+    let mut sets: Vec<String> = vec![];
+    let (source, input, batch) = match spec.model.as_str() {
+        "mlp" => ("mnist-mlp", [1, 28, 28], 128),
+        "cnn" => {
+            sets.extend(
+                [
+                    "model.kind=\"cnn\"",
+                    "model.channels=[64, 128, 256]",
+                    "model.pool_after=[2, 3]",
+                    "model.pool_grid=2",
+                ]
+                .map(String::from),
+            );
+            ("mnist-mlp", [3, 32, 32], 64)
+        }
+        preset => match crate::config::preset(preset) {
+            Some(_) => (preset, [1, 28, 28], 0),
+            None => bail!("unknown benchmark model {preset:?} (mlp, cnn or a preset name)"),
+        },
+    };
+    sets.push(format!("train.method=\"{method}\""));
+    sets.push(format!("train.threads={}", spec.threads));
+    sets.push("optim.schedule=\"constant\"".into());
+    if let Some(b) = spec.batch_size.or((batch > 0).then_some(batch)) {
+        sets.push(format!("data.batch_size={b}"));
+    }
+    sets.extend(spec.sets.iter().cloned());
+    let config = Config::load(Some(source), &sets)?;
+    debug_assert_eq!(config.optim.schedule, Schedule::Constant);
+    Ok((config, input, 10))
+}
+
+/// Counted FLOPs of one training step of `model` on `batch` examples.
+pub fn step_flops(model: &Model, batch: usize) -> f64 {
+    let classes = 10.0;
+    let network = &model.network;
+    let mut per_example = 0.0;
+    for (i, (block, objective)) in network.blocks.iter().zip(&model.objectives).enumerate() {
+        let (total, first) = block.forward_flops();
+        let input_needs_grad = model.method == Method::Bp && i > 0;
+        // forward + weight gradient + input gradient (skipped for a detached input).
+        per_example += 3.0 * total - if input_needs_grad { 0.0 } else { first };
+        let dim = block.pooled_dim() as f64;
+        if objective.has_head() {
+            per_example += 3.0 * 2.0 * dim * classes;
+        }
+        if let Some(p) = &objective.projection {
+            // z = R(m ⊙ u) forward, and its input gradient.
+            per_example += 2.0 * p.flops_per_example();
+        }
+    }
+    if let Some(p) = &model.input_projection {
+        per_example += p.flops_per_example();
+    }
+    per_example * batch as f64
+}
+
+/// A model ready to step on random data.
+struct Bench {
+    method: Method,
+    model: Model,
+    optimizers: Vec<crate::train::optim::Optimizer>,
+    data: Vec<(Tensor, Tensor)>,
+    next: usize,
+}
+
+impl Bench {
+    fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
+        let (config, input, classes) = bench_setup(spec, method)?;
+        train::init_runtime(&config);
+        let model = Model::new(&config, classes, input, Device::Cpu)?;
+        let schedule = LrSchedule::new(&config.optim, 1, 1);
+        let optimizers = train::build_optimizers(&config, &model, &schedule)?;
+        let batch = config.data.batch_size as i64;
+        // Distinct random minibatches: repeating one batch lets the network memorise it,
+        // and the vanishing gradients then run into (slow) denormal floats.
+        let data = (0..16)
+            .map(|_| {
+                let x = Tensor::randn([batch, input[0], input[1], input[2]], (Kind::Float, Device::Cpu));
+                (x, Tensor::randint(classes, [batch], (Kind::Int64, Device::Cpu)))
+            })
+            .collect();
+        Ok(Self {
+            method,
+            model,
+            optimizers,
+            data,
+            next: 0,
+        })
+    }
+
+    fn batch_size(&self) -> usize {
+        self.data[0].1.size()[0] as usize
+    }
+
+    /// Seconds per step over `steps` steps.
+    fn time(&mut self, steps: usize) -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..steps {
+            let (x, y) = &self.data[self.next % self.data.len()];
+            self.next += 1;
+            train::train_step(self.method, &self.model, &mut self.optimizers, x, y)?;
+        }
+        Ok(start.elapsed().as_secs_f64() / steps as f64)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark: `rounds` rounds of `steps` timed steps (after `warmup`), the
+/// median round counts. For `sll`, rounds of plain local cross-entropy on the same
+/// model alternate with it, and the objective's share is 1 − t(local)/t(sll).
+pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
+    if spec.steps == 0 || spec.rounds == 0 {
+        bail!("--steps and --rounds must be > 0");
+    }
+    let mut bench = Bench::new(spec, spec.method)?;
+    let mut baseline = (spec.method == Method::Sll)
+        .then(|| Bench::new(spec, Method::Local))
+        .transpose()?;
+    bench.time(spec.warmup.max(1))?;
+    if let Some(b) = baseline.as_mut() {
+        b.time(spec.warmup.max(1))?;
+    }
+    let (mut times, mut baseline_times) = (vec![], vec![]);
+    for _ in 0..spec.rounds {
+        times.push(bench.time(spec.steps)?);
+        if let Some(b) = baseline.as_mut() {
+            baseline_times.push(b.time(spec.steps)?);
+        }
+    }
+    let seconds = median(times);
+    let objective_share = if baseline_times.is_empty() {
+        0.0
+    } else {
+        (1.0 - median(baseline_times) / seconds).max(0.0)
+    };
+    let batch = bench.batch_size();
+    let flops = step_flops(&bench.model, batch);
+    Ok(StepBenchResult {
+        model: spec.model.clone(),
+        method: spec.method.to_string(),
+        batch_size: batch,
+        threads: tch::get_num_threads(),
+        samples_per_second: batch as f64 / seconds,
+        ms_per_step: 1e3 * seconds,
+        objective_share,
+        flops_per_step: flops,
+        gflops: flops / seconds / 1e9,
+    })
+}
+
+impl StepBenchResult {
+    /// The human-readable report.
+    pub fn print(&self) {
+        println!(
+            "{} {} batch {} ({} threads): {:.0} samples/s, {:.2} ms/step, objective {:.1} % of the step, {:.1} GFLOP/s ({:.3} GFLOP/step counted)",
+            self.model,
+            self.method,
+            self.batch_size,
+            self.threads,
+            self.samples_per_second,
+            self.ms_per_step,
+            100.0 * self.objective_share,
+            self.gflops,
+            self.flops_per_step / 1e9
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Convolutional networks, VGG style: each conv stage is conv 3×3 → (BatchNorm) →
+//! ReLU → (2×2 max-pool); `block_size` consecutive stages form one block. A block's
+//! feature map is average-pooled to a `pool_grid`×`pool_grid` grid and flattened for
+//! its local head and its projection.
+
+use super::{Block, InputShape, Network, Pooling};
+use crate::config::{ModelConfig, Norm};
+use tch::{nn, Device, Tensor};
+
+/// A 3×3 convolution (padding 1) initialised as PyTorch's `nn.Conv2d`:
+/// U(−1/√fan_in, 1/√fan_in) for weights and biases, fan_in = c_in·9.
+fn conv3x3(path: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+    let bound = 1.0 / ((c_in * 9) as f64).sqrt();
+    let init = nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let config = nn::ConvConfig {
+        padding: 1,
+        ws_init: init,
+        bs_init: init,
+        ..Default::default()
+    };
+    nn::conv2d(path, c_in, c_out, 3, config)
+}
+
+/// One conv → (norm) → ReLU → (max-pool) stage.
+#[derive(Debug)]
+struct Stage {
+    conv: nn::Conv2D,
+    batch_norm: Option<nn::BatchNorm>,
+    max_pool: bool,
+    /// Forward FLOPs per example: 2·c_in·9·c_out·H·W.
+    flops: f64,
+}
+
+impl Stage {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = xs.apply(&self.conv);
+        if let Some(bn) = &self.batch_norm {
+            h = h.apply_t(bn, train);
+        }
+        h = h.relu();
+        if self.max_pool {
+            h = h.max_pool2d_default(2);
+        }
+        h
+    }
+}
+
+/// The same values laid out channels-last (NHWC strides, NCHW shape), which oneDNN's
+/// convolutions run faster on (README, Speed); a no-op if already so.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    let nhwc = t.permute([0, 2, 3, 1]);
+    if nhwc.is_contiguous() {
+        t.shallow_clone()
+    } else {
+        nhwc.contiguous().permute([0, 3, 1, 2])
+    }
+}
+
+/// A block of consecutive conv stages.
+#[derive(Debug)]
+pub struct ConvBlock {
+    stages: Vec<Stage>,
+    channels: i64,
+    grid: i64,
+    channels_last: bool,
+}
+
+impl Block for ConvBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let xs = if self.channels_last {
+            channels_last(xs)
+        } else {
+            xs.shallow_clone()
+        };
+        self.stages.iter().fold(xs, |h, s| s.forward_t(&h, train))
+    }
+
+    fn pooling(&self) -> Pooling {
+        Pooling::Grid(self.grid)
+    }
+
+    fn pooled_dim(&self) -> i64 {
+        self.channels * self.grid * self.grid
+    }
+
+    fn forward_flops(&self) -> (f64, f64) {
+        (self.stages.iter().map(|s| s.flops).sum(), self.stages[0].flops)
+    }
+}
+
+/// Builds the CNN of `config`: conv widths `channels`, max-pool after the stages listed
+/// in `pool_after` (1-based), `block_size` stages per block.
+pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+    let grid = config.pool_grid;
+    let mut blocks: Vec<Box<dyn Block>> = vec![];
+    let mut stores = vec![];
+    let [mut c_in, mut height, mut width] = input;
+    let numbered: Vec<(usize, i64)> = config.channels.iter().copied().enumerate().collect();
+    for (b, chunk) in numbered.chunks(config.block_size).enumerate() {
+        let store = nn::VarStore::new(device);
+        let path = Network::block_path(&store, b);
+        let mut stages = vec![];
+        for (s, &(index, c_out)) in chunk.iter().enumerate() {
+            let stage_path = &path / format!("stage{}", s + 1);
+            let batch_norm = (config.norm == Norm::Batch)
+                .then(|| nn::batch_norm2d(&stage_path / "norm", c_out, Default::default()));
+            let mut conv = conv3x3(&stage_path / "conv", c_in, c_out);
+            if config.channels_last {
+                // Changes the layout of the var store's own weight tensor, in place.
+                let weight = channels_last(&conv.ws);
+                conv.ws.set_data(&weight);
+            }
+            let flops = 2.0 * (c_in * 9 * c_out * height * width) as f64;
+            let max_pool = config.pool_after.contains(&(index + 1));
+            stages.push(Stage {
+                conv,
+                batch_norm,
+                max_pool,
+                flops,
+            });
+            c_in = c_out;
+            if max_pool {
+                (height, width) = (height / 2, width / 2);
+            }
+        }
+        let channels_last = config.channels_last;
+        blocks.push(Box::new(ConvBlock {
+            stages,
+            channels: c_in,
+            grid,
+            channels_last,
+        }));
+        stores.push(store);
+    }
+    Network {
+        blocks,
+        stores,
+        input_pooling: Pooling::Grid(grid),
+        input_dim: input[0] * grid * grid,
+    }
+}
