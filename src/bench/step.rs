@@ -11,7 +11,7 @@
 //! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
 //! pooled to 2×2 for images), Adam lr 1e-3.
 
-use crate::config::{Config, Method, Schedule};
+use crate::config::{Config, Method};
 use crate::model::InputShape;
 use crate::train::{self, model::Model, optim::LrSchedule};
 use anyhow::{bail, Result};
@@ -93,7 +93,6 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
     }
     sets.extend(spec.sets.iter().cloned());
     let config = Config::load(Some(source), &sets)?;
-    debug_assert_eq!(config.optim.schedule, Schedule::Constant);
     Ok((config, input, 10))
 }
 
