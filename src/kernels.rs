@@ -86,6 +86,26 @@ impl SparseTable {
     }
 }
 
+/// How many threads our own kernels split their work over: libtorch's intra-op threads.
+pub fn kernel_threads() -> usize {
+    tch::get_num_threads().max(1) as usize
+}
+
+/// Runs `work` on every share: the first on this thread, each other on a scoped thread.
+pub fn run_shares<T: Send>(shares: impl IntoIterator<Item = T>, work: impl Fn(T) + Sync) {
+    let mut shares = shares.into_iter();
+    let first = shares.next();
+    let work = &work;
+    std::thread::scope(|scope| {
+        for share in shares {
+            scope.spawn(move || work(share));
+        }
+        if let Some(share) = first {
+            work(share);
+        }
+    });
+}
+
 /// Applies `f(input row, output row)` to every row of a 2-D f32 CPU tensor, rows split
 /// over the intra-op threads; the output has `out_len` columns.
 fn map_rows<F>(input: &Tensor, out_len: usize, f: F) -> Tensor
@@ -103,25 +123,14 @@ where
             std::slice::from_raw_parts_mut(output.data_ptr() as *mut f32, n * out_len),
         )
     };
-    let threads = (tch::get_num_threads().max(1) as usize).min(n.max(1));
-    let rows_per = n.div_ceil(threads).max(1);
-    let f = &f;
-    let work = move |x: &[f32], y: &mut [f32]| {
+    let rows_per = n.div_ceil(kernel_threads().min(n.max(1))).max(1);
+    let parts = xs
+        .chunks(rows_per * in_len)
+        .zip(ys.chunks_mut(rows_per * out_len));
+    run_shares(parts, |(x, y)| {
         x.chunks(in_len)
             .zip(y.chunks_mut(out_len))
             .for_each(|(a, b)| f(a, b));
-    };
-    std::thread::scope(|scope| {
-        let mut parts = xs
-            .chunks(rows_per * in_len)
-            .zip(ys.chunks_mut(rows_per * out_len));
-        let first = parts.next();
-        for (x, y) in parts {
-            scope.spawn(move || work(x, y));
-        }
-        if let Some((x, y)) = first {
-            work(x, y);
-        }
     });
     output
 }

@@ -101,16 +101,9 @@ impl FusedAdam {
                 len: p.numel(),
             });
         }
-        let threads = (tch::get_num_threads().max(1) as usize).min(8);
-        let mut shares = split(&spans, threads).into_iter();
-        let first = shares.next().unwrap_or_default();
         let rule = self.rule(lr);
-        std::thread::scope(|scope| {
-            for share in shares {
-                scope.spawn(move || share.iter().for_each(|s| rule.apply(*s)));
-            }
-            first.iter().for_each(|s| rule.apply(*s));
-        });
+        let shares = split(&spans, crate::kernels::kernel_threads().min(8));
+        crate::kernels::run_shares(shares, |share| share.iter().for_each(|s| rule.apply(*s)));
         drop(relaid);
     }
 
