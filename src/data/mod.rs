@@ -1,13 +1,26 @@
-//! Datasets: loading the IDX image sets (MNIST, Fashion-MNIST) from disk into
-//! tensors, checking them against known checksums, and iterating over them in
-//! seeded minibatches.
+//! Datasets: loading image sets from disk into tensors, checking them against
+//! known checksums, iterating over them in seeded minibatches, and producing
+//! augmented batches in background threads.
 //!
-//! On disk a dataset lives in `<data_dir>/<name>/<official file names>`, each
-//! file raw or gzip-compressed (`.gz`), as distributed upstream. [`fetch`]
-//! downloads missing files; [`load`] never touches the network.
+//! On disk a dataset lives in `<data_dir>/<folder>/`, as distributed upstream:
+//! - `mnist`, `fashion-mnist`: the four IDX files under their official names,
+//!   raw or gzip-compressed (`.gz`), read by [`idx`];
+//! - `cifar10`, `cifar100`: `cifar-10/` (resp. `cifar-100/`) holding the
+//!   official binary archive or its extracted folder, read by [`cifar`];
+//! - `imagefolder`: the data dir itself is an ImageNette-style root with
+//!   `train/<class>/` and `val/<class>/` image folders, read by
+//!   [`imagefolder`] (`sll fetch imagenette` puts one in
+//!   `<data_dir>/imagenette/imagenette2-160/`).
+//!
+//! [`fetch`] downloads missing files; [`load`] never touches the network.
+//! [`augment`] and [`loader`] turn a loaded set into augmented training batches.
 
+pub mod augment;
+pub mod cifar;
 pub mod fetch;
 pub mod idx;
+pub mod imagefolder;
+pub mod loader;
 
 use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom;
@@ -89,22 +102,57 @@ const SPECS: &[DatasetSpec] = &[
     },
 ];
 
-/// The names of [`SPECS`], in the same order.
-const NAMES: &[&str] = &[SPECS[0].name, SPECS[1].name];
+/// The names [`load`] accepts.
+const NAMES: &[&str] = &["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"];
 
-/// Which datasets exist by name ("mnist", "fashion-mnist"), for `--help`
-/// texts and error messages.
+/// Which datasets [`load`] knows by name ("mnist", "fashion-mnist", "cifar10",
+/// "cifar100", "imagefolder"), for `--help` texts and error messages.
 pub fn known_datasets() -> &'static [&'static str] {
     NAMES
 }
 
-/// The spec of the named dataset; an unknown name is an error listing the known
-/// ones.
+/// The spec of the named IDX dataset; any other name is an error listing the
+/// names [`load`] knows.
 pub(crate) fn spec(name: &str) -> Result<&'static DatasetSpec> {
     SPECS
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| anyhow!("unknown dataset `{name}`; known datasets: {}", NAMES.join(", ")))
+}
+
+/// A checksum recorded for a file: SHA-256 where one is known, else MD5 (the
+/// only value published for some archives).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Checksum {
+    /// Lower-case hex SHA-256.
+    Sha256(&'static str),
+    /// Lower-case hex MD5.
+    Md5(&'static str),
+}
+
+impl Checksum {
+    /// Whether `bytes` have this checksum; the error says "<algo> mismatch
+    /// (expected …, got …)".
+    pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), String> {
+        let got = match self {
+            Checksum::Sha256(_) => sha256_hex(bytes),
+            Checksum::Md5(_) => format!("{:x}", md5::Md5::digest(bytes)),
+        };
+        self.check_hex(&got)
+    }
+
+    /// Whether `got`, the hex digest of this checksum's algorithm, matches.
+    pub(crate) fn check_hex(&self, got: &str) -> Result<(), String> {
+        let (algo, expected) = match self {
+            Checksum::Sha256(h) => ("SHA-256", h),
+            Checksum::Md5(h) => ("MD5", h),
+        };
+        if got == *expected {
+            Ok(())
+        } else {
+            Err(format!("{algo} mismatch (expected {expected}, got {got})"))
+        }
+    }
 }
 
 /// The copy of `file` in `dir` that [`load`] reads: `<file>.gz` if present,
@@ -123,7 +171,12 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 /// What to tell the user to run to (re)download `spec` into `data_dir`.
 fn fetch_command(spec: &DatasetSpec, data_dir: &Path) -> String {
-    format!("sll fetch {} --data-dir {}", spec.name, data_dir.display())
+    fetch_command_for(spec.name, data_dir)
+}
+
+/// What to tell the user to run to (re)download dataset `name` into `data_dir`.
+pub(crate) fn fetch_command_for(name: &str, data_dir: &Path) -> String {
+    format!("sll fetch {name} --data-dir {}", data_dir.display())
 }
 
 /// Read `file` of `spec` from `data_dir` (the `.gz` copy, else the raw one),
@@ -242,15 +295,47 @@ fn load_split(
     })
 }
 
-/// Loads `(train, test)` of the named dataset from
-/// `<data_dir>/<name>/<official file names>`. Each file may be raw or `.gz`
-/// (the `.gz` wins when both are present). The SHA-256 of each decompressed file
-/// is checked against the value recorded in this module, labels must be below
-/// the number of classes and each split needs as many labels as images. A
-/// missing file is an error naming its path and the `sll fetch` command that
-/// downloads it.
+/// Loads `(train, test)` of the named dataset (see [`known_datasets`]) from
+/// `data_dir`, images of the image folder at
+/// [`imagefolder::DEFAULT_IMAGE_SIZE`]; see [`load_sized`].
 pub fn load(name: &str, data_dir: &Path) -> Result<(Dataset, Dataset)> {
-    let spec = spec(name)?;
+    load_sized(name, data_dir, None)
+}
+
+/// Loads `(train, test)` of the named dataset from `data_dir`.
+///
+/// - `mnist`, `fashion-mnist`: `<data_dir>/<name>/<official file names>`, each
+///   file raw or `.gz` (the `.gz` wins when both are present); the SHA-256 of
+///   each decompressed file is checked, labels must be below the number of
+///   classes and each split needs as many labels as images.
+/// - `cifar10`, `cifar100`: see [`cifar::load_cifar`] (checksums verified).
+/// - `imagefolder`: `data_dir` is the root; see
+///   [`imagefolder::load_image_folder`], with `image_size` (default
+///   [`imagefolder::DEFAULT_IMAGE_SIZE`]).
+///
+/// `image_size` is an error for the fixed-size datasets unless it equals
+/// their size. A missing file is an error naming its path and the `sll fetch`
+/// command that downloads it.
+pub fn load_sized(name: &str, data_dir: &Path, image_size: Option<usize>) -> Result<(Dataset, Dataset)> {
+    if name == "imagefolder" {
+        let size = image_size.unwrap_or(imagefolder::DEFAULT_IMAGE_SIZE);
+        return imagefolder::load_image_folder(data_dir, size);
+    }
+    let native = match cifar::cifar_spec(name) {
+        Some(_) => 32,
+        None => spec(name).map(|_| 28)?,
+    };
+    if let Some(size) = image_size.filter(|&s| s != native) {
+        bail!("dataset `{name}` has {native}x{native} images; an image size ({size}) applies only to `imagefolder`");
+    }
+    match cifar::cifar_spec(name) {
+        Some(_) => cifar::load_cifar(name, data_dir, true),
+        None => load_idx(spec(name)?, data_dir),
+    }
+}
+
+/// Loads `(train, test)` of an IDX dataset.
+fn load_idx(spec: &DatasetSpec, data_dir: &Path) -> Result<(Dataset, Dataset)> {
     let [train_images, train_labels, test_images, test_labels] = &spec.files;
     let train = load_split(spec, data_dir, train_images, train_labels)?;
     let test = load_split(spec, data_dir, test_images, test_labels)?;
@@ -325,12 +410,19 @@ impl ExactSizeIterator for Batches<'_> {}
 /// `epoch`, so a run is reproducible and each epoch has its own order. The last
 /// partial batch is kept; a `batch_size` of 0 is treated as 1.
 pub fn shuffled_batches(ds: &Dataset, batch_size: usize, seed: u64, epoch: usize) -> Batches<'_> {
+    let order = Tensor::from_slice(&epoch_order(ds.len(), seed, epoch)).to_device(ds.images.device());
+    Batches::new(ds, batch_size, Some(order))
+}
+
+/// The visiting order of epoch `epoch` over `n` examples: `0..n` shuffled by
+/// `ChaCha8Rng` seeded with `seed` on stream `epoch`. Shared by
+/// [`shuffled_batches`] and [`loader`] so that both visit the same examples.
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(epoch as u64);
-    let mut order: Vec<i64> = (0..ds.len() as i64).collect();
+    let mut order: Vec<i64> = (0..n as i64).collect();
     order.shuffle(&mut rng);
-    let order = Tensor::from_slice(&order).to_device(ds.images.device());
-    Batches::new(ds, batch_size, Some(order))
+    order
 }
 
 /// In-order minibatches over `ds` (for evaluation); the last partial batch is
