@@ -119,7 +119,7 @@ pub struct EvalArgs {
 /// `sll fetch` options.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Dataset name (mnist, fashion-mnist).
+    /// Dataset name (mnist, fashion-mnist, cifar10, cifar100, imagenette).
     pub dataset: String,
     /// Folder to put `<dataset>/` in.
     #[arg(long, default_value = "data")]

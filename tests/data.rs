@@ -150,7 +150,24 @@ fn load_verifies_fashion_mnist() {
 
 #[test]
 fn dataset_names_and_mirrors() {
-    assert_eq!(data::known_datasets(), ["mnist", "fashion-mnist"]);
+    assert_eq!(
+        data::known_datasets(),
+        ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
+    );
+    assert_eq!(
+        fetch::fetchable(),
+        ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagenette"]
+    );
+    for name in ["cifar10", "cifar100"] {
+        assert_eq!(
+            fetch::default_mirror(name).unwrap(),
+            "https://www.cs.toronto.edu/~kriz/"
+        );
+    }
+    assert_eq!(
+        fetch::default_mirror("imagenette").unwrap(),
+        "https://s3.amazonaws.com/fast-ai-imageclas/"
+    );
     assert_eq!(
         fetch::default_mirror("mnist").unwrap(),
         "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -332,8 +349,9 @@ fn ordered_batches_keep_the_order() {
     assert_eq!(data::shuffled_batches(&empty, 8, 1, 0).count(), 0);
 }
 
-/// A local HTTP server serving `/<dataset>/<file>` from the shared data; it
-/// counts the requests and stops when dropped.
+/// A local HTTP server serving `/<folder>/<file>` from a data folder (the
+/// shared data unless told otherwise); it counts the requests and stops when
+/// dropped.
 struct Mirror {
     server: Arc<tiny_http::Server>,
     port: u16,
@@ -343,6 +361,10 @@ struct Mirror {
 
 impl Mirror {
     fn start() -> Mirror {
+        Mirror::serving(shared())
+    }
+
+    fn serving(root: PathBuf) -> Mirror {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -355,10 +377,8 @@ impl Mirror {
                         .url()
                         .strip_prefix('/')
                         .and_then(|p| p.split_once('/'))
-                        .filter(|(dataset, file)| {
-                            ["mnist", "fashion-mnist"].contains(dataset) && !file.contains('/')
-                        })
-                        .and_then(|(dataset, file)| std::fs::read(shared().join(dataset).join(file)).ok());
+                        .filter(|(folder, file)| !folder.starts_with('.') && !file.contains('/'))
+                        .and_then(|(folder, file)| std::fs::read(root.join(folder).join(file)).ok());
                     let _ = match file {
                         Some(bytes) => request.respond(tiny_http::Response::from_data(bytes)),
                         None => request
@@ -471,4 +491,67 @@ fn fetch_without_network_is_a_one_line_error() {
     );
     assert!(msg.contains("no network?"), "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn fetch_cifar10_keeps_a_verified_archive() {
+    let mirror = Mirror::start();
+    let tmp = tempfile::tempdir().unwrap();
+    fetch::fetch("cifar10", tmp.path(), Some(&mirror.url("cifar-10"))).unwrap();
+    assert_eq!(mirror.requests(), 1);
+    let archive = tmp.path().join("cifar-10/cifar-10-binary.tar.gz");
+    assert_eq!(listing(&tmp.path().join("cifar-10")), ["cifar-10-binary.tar.gz"]);
+    assert_eq!(
+        std::fs::read(&archive).unwrap(),
+        std::fs::read(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap()
+    );
+    // Present and valid: not downloaded again.
+    fetch::fetch("cifar10", tmp.path(), Some(&mirror.url("cifar-10/"))).unwrap();
+    assert_eq!(mirror.requests(), 1);
+    // The mirror has no CIFAR-100.
+    let msg = fetch::fetch("cifar100", tmp.path(), Some(&mirror.url("cifar-10/")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("cannot download") && msg.contains("cifar-100-binary.tar.gz"),
+        "{msg}"
+    );
+    assert!(msg.contains("404"), "{msg}");
+    assert!(listing(&tmp.path().join("cifar-100")).is_empty());
+}
+
+#[test]
+fn fetch_rejects_damaged_archives() {
+    // A mirror serving a truncated CIFAR-10 archive and a wrong ImageNette one.
+    let served = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(served.path().join("m")).unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    let mut file = std::fs::File::open(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap();
+    std::io::Read::read_exact(&mut file, &mut head).unwrap();
+    std::fs::write(served.path().join("m/cifar-10-binary.tar.gz"), &head).unwrap();
+    std::fs::write(served.path().join("m/imagenette2-160.tgz"), &head).unwrap();
+    let mirror = Mirror::serving(served.path().to_path_buf());
+    let tmp = tempfile::tempdir().unwrap();
+
+    let msg = fetch::fetch("cifar10", tmp.path(), Some(&mirror.url("m")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(&format!(
+            "{}: truncated or corrupt archive",
+            mirror.url("m/cifar-10-binary.tar.gz")
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("try another --mirror") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert!(listing(&tmp.path().join("cifar-10")).is_empty());
+
+    let msg = fetch::fetch("imagenette", tmp.path(), Some(&mirror.url("m")))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("imagenette2-160.tgz: MD5 mismatch"), "{msg}");
+    assert!(listing(&tmp.path().join("imagenette")).is_empty());
 }
