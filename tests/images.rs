@@ -218,9 +218,8 @@ fn check_generated(ds: &Dataset, n: usize) {
 }
 
 #[test]
-fn generated_cifar100_loads_from_folder_and_archive() {
+fn generated_cifar100_loads_from_a_folder() {
     let (train, test) = (cifar100_records(50000), cifar100_records(10000));
-
     let tmp = tempfile::tempdir().unwrap();
     let dir = write_cifar100_folder(tmp.path(), &train, &test);
     let (tr, te) = load_cifar("cifar100", tmp.path(), false).unwrap();
@@ -251,8 +250,11 @@ fn generated_cifar100_loads_from_folder_and_archive() {
     std::fs::write(&test_bin, &bad).unwrap();
     let msg = load_cifar("cifar100", tmp.path(), false).unwrap_err().to_string();
     assert!(msg.contains("coarse label 20 of record 6"), "{msg}");
+}
 
-    // The same records in a .tar.gz.
+#[test]
+fn generated_cifar100_loads_from_an_archive() {
+    let (train, test) = (cifar100_records(50000), cifar100_records(10000));
     let tmp = tempfile::tempdir().unwrap();
     let archive = write_cifar100_archive(tmp.path(), &[("train.bin", &train), ("test.bin", &test)]);
     let (tr, te) = load_cifar("cifar100", tmp.path(), false).unwrap();

@@ -272,8 +272,9 @@ fn extract(archive: &Path, dir: &Path, top: &str) -> Result<()> {
     let fail = |e: std::io::Error| {
         let _ = fs::remove_dir_all(&tmp);
         anyhow!(
-            "{}: cannot extract the archive ({e}); delete it and run `sll fetch` again",
-            archive.display()
+            "{}: cannot extract the archive ({e}); delete it and any {} and run `sll fetch` again",
+            archive.display(),
+            dir.join(top).display()
         )
     };
     let file = fs::File::open(archive).map_err(fail)?;
@@ -468,4 +469,51 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
             dest.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract;
+    use std::fs;
+
+    /// A `.tar.gz` holding `top/train/a/x.png` and `top/val/a/y.png`.
+    fn archive() -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for (name, bytes) in [
+            ("top/train/a/x.png", &b"xx"[..]),
+            ("top/val/a/y.png", &b"yyy"[..]),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, bytes).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn extract_moves_the_top_folder_into_place_or_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let bytes = archive();
+        fs::write(dir.join("a.tgz"), &bytes).unwrap();
+        extract(&dir.join("a.tgz"), dir, "top").unwrap();
+        assert_eq!(fs::read(dir.join("top/train/a/x.png")).unwrap(), b"xx");
+        assert_eq!(fs::read(dir.join("top/val/a/y.png")).unwrap(), b"yyy");
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.tgz", "top"]);
+
+        // A truncated archive: an error naming it, and no partial folder.
+        fs::remove_dir_all(dir.join("top")).unwrap();
+        fs::write(dir.join("a.tgz"), &bytes[..bytes.len() / 2]).unwrap();
+        let msg = extract(&dir.join("a.tgz"), dir, "top").unwrap_err().to_string();
+        assert!(msg.contains("a.tgz: cannot extract the archive"), "{msg}");
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1);
+    }
 }
