@@ -74,7 +74,9 @@ impl Augment {
 
     /// Augment one `[c, h, w]` image `src` into `out`, which must hold
     /// `c * oh * ow` values for `(oh, ow) = self.output_size(h, w)`, drawing
-    /// from `rng` (in order: crop offsets, flip, cutout centre).
+    /// from `rng` (in order: crop offsets, flip, cutout centre). Check
+    /// [`Augment::output_size`] first: a crop size that does not fit is
+    /// ignored here (the output keeps the input size).
     pub fn apply(&self, src: &[f32], (c, h, w): (usize, usize, usize), out: &mut [f32], rng: &mut impl Rng) {
         let (oh, ow) = self.output_size(h, w).unwrap_or((h, w));
         let p = self.crop_padding;

@@ -212,14 +212,24 @@ fn read_archive(spec: &CifarSpec, path: &Path, shown: &str, advice: &str) -> Res
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let entry_path = entry.path().map_err(corrupt)?.into_owned();
-        let Some(slot) = spec
+        // Repacked archives may name members `./<member_dir>/…`.
+        let entry_path = entry_path.strip_prefix(".").unwrap_or(&entry_path);
+        let Some((slot, member)) = spec
             .members()
-            .position(|m| entry_path == Path::new(spec.member_dir).join(m.name))
+            .enumerate()
+            .find(|(_, m)| entry_path == Path::new(spec.member_dir).join(m.name))
         else {
             continue;
         };
-        let mut bytes = Vec::with_capacity(entry.header().size().unwrap_or(0) as usize);
-        entry.read_to_end(&mut bytes).map_err(corrupt)?;
+        // At most one byte more than the member should have, whatever its
+        // header claims: enough for `check_member` to report a wrong length.
+        let limit = (member.records * spec.record()) as u64 + 1;
+        let mut bytes = Vec::with_capacity(entry.header().size().unwrap_or(0).min(limit) as usize);
+        entry
+            .by_ref()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(corrupt)?;
         found[slot] = Some(bytes);
     }
     spec.members()
@@ -241,7 +251,7 @@ fn check_member(spec: &CifarSpec, member: &Member, name: &str, bytes: &[u8], ver
     let record = spec.record();
     if !bytes.len().is_multiple_of(record) {
         bail!(
-            "{name}: length {} is not a multiple of the record size {record} (truncated file?)",
+            "{name}: length {} is not a multiple of the record size {record} (truncated or damaged file)",
             bytes.len()
         );
     }
