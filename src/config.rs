@@ -6,6 +6,7 @@
 //! are rejected by [`Config::validate`]. The fully resolved config (seeds included) is
 //! written to every run directory.
 
+use crate::data::augment::Augment;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -16,6 +17,24 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "fashion-mnist-mlp",
         include_str!("../configs/fashion-mnist-mlp.toml"),
+    ),
+    ("cifar10-vgg", include_str!("../configs/cifar10-vgg.toml")),
+    ("cifar10-resnet", include_str!("../configs/cifar10-resnet.toml")),
+    (
+        "imagefolder-resnet",
+        include_str!("../configs/imagefolder-resnet.toml"),
+    ),
+    (
+        "cifar10-vgg-full",
+        include_str!("../configs/cifar10-vgg-full.toml"),
+    ),
+    (
+        "cifar10-resnet-full",
+        include_str!("../configs/cifar10-resnet-full.toml"),
+    ),
+    (
+        "imagefolder-resnet-full",
+        include_str!("../configs/imagefolder-resnet-full.toml"),
     ),
 ];
 
@@ -54,10 +73,18 @@ fn default_preset_name() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Dataset name (`mnist`, `fashion-mnist`).
+    /// Dataset name (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`, `imagefolder`).
     pub dataset: String,
-    /// Folder holding `<dataset>/<official file names>`.
+    /// Folder holding `<dataset>/<official file names>`; for `imagefolder`, the root
+    /// holding `train/<class>/` and `val/<class>/`.
     pub dir: String,
+    /// `imagefolder`: side of the square images the network sees (0 = 64).
+    pub image_size: usize,
+    /// Training-time augmentation (seeded; off by default): `crop_padding`, `crop_size`,
+    /// `flip`, `cutout`.
+    pub augment: Augment,
+    /// Background threads assembling (and augmenting) training batches.
+    pub workers: usize,
     /// Minibatch size for training.
     pub batch_size: usize,
     /// Minibatch size for evaluation (does not change results, only speed).
@@ -79,6 +106,9 @@ impl Default for DataConfig {
         Self {
             dataset: "mnist".into(),
             dir: "data".into(),
+            image_size: 0,
+            augment: Augment::default(),
+            workers: 1,
             batch_size: 128,
             eval_batch_size: 1000,
             normalize: true,
@@ -112,6 +142,16 @@ pub enum Norm {
     Batch,
 }
 
+/// Input stem of a ResNet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// conv 3×3, stride 1 (32×32 inputs).
+    Cifar,
+    /// conv 7×7 stride 2, then max-pool 3×3 stride 2 (ImageNet-sized inputs).
+    Imagenet,
+}
+
 /// Model section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -120,19 +160,26 @@ pub struct ModelConfig {
     pub kind: String,
     /// MLP: width of each hidden layer, input to output.
     pub hidden: Vec<i64>,
-    /// CNN: output channels of each 3×3 conv stage, input to output.
+    /// CNN: output channels of each 3×3 conv stage, input to output; ResNet: the width
+    /// of each stage.
     pub channels: Vec<i64>,
+    /// ResNet: residual blocks per stage (ResNet-20: [3, 3, 3]; ResNet-18: [2, 2, 2, 2]).
+    pub stages: Vec<usize>,
+    /// ResNet: the input stem, `cifar` (conv 3×3) or `imagenet` (conv 7×7 stride 2,
+    /// max-pool).
+    pub stem: Stem,
     /// CNN: the (1-based) conv stages followed by a 2×2 max-pool.
     pub pool_after: Vec<usize>,
-    /// CNN: feature maps are average-pooled to this k×k grid for heads and projections.
+    /// CNN/ResNet: feature maps are average-pooled to this k×k grid for heads and projections.
     pub pool_grid: i64,
-    /// CNN: keep activations and conv weights channels-last (faster convolutions on CPU).
+    /// CNN/ResNet: keep activations and conv weights channels-last (faster convolutions on CPU).
     pub channels_last: bool,
     /// Activation after each layer.
     pub activation: Activation,
     /// Normalisation after each linear map.
     pub norm: Norm,
-    /// Layers grouped into one block (one local objective per block).
+    /// Layers (MLP), conv stages (CNN) or residual blocks (ResNet) grouped into one
+    /// block (one local objective per block).
     pub block_size: usize,
 }
 
@@ -146,6 +193,15 @@ impl ModelConfig {
                 "cnn {} (max-pool after {})",
                 join(self.channels.iter().map(|c| c.to_string()).collect(), "-"),
                 join(self.pool_after.iter().map(|c| c.to_string()).collect(), ",")
+            ),
+            "resnet" => format!(
+                "resnet {} blocks of widths {} ({} stem)",
+                join(self.stages.iter().map(|c| c.to_string()).collect(), "-"),
+                join(self.channels.iter().map(|c| c.to_string()).collect(), "-"),
+                match self.stem {
+                    Stem::Cifar => "cifar",
+                    Stem::Imagenet => "imagenet",
+                }
             ),
             kind => format!(
                 "{kind} {}",
@@ -162,6 +218,8 @@ impl Default for ModelConfig {
             kind: "mlp".into(),
             hidden: vec![1024, 1024, 1024],
             channels: vec![64, 128, 256],
+            stages: vec![3, 3, 3],
+            stem: Stem::Cifar,
             pool_after: vec![2, 3],
             pool_grid: 2,
             channels_last: true,
@@ -413,8 +471,10 @@ impl Config {
     /// Rejects values and combinations that cannot train, naming the key.
     pub fn validate(&self) -> Result<()> {
         let o = &self.objective;
-        let checks: [(bool, &str, String); 16] = [
+        let m = &self.model;
+        let checks: [(bool, &str, String); 20] = [
             (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
+            (self.data.workers > 0, "data.workers", "must be > 0".into()),
             (
                 self.data.eval_batch_size > 0,
                 "data.eval_batch_size",
@@ -431,9 +491,28 @@ impl Config {
                 "entries must be > 0".into(),
             ),
             (
-                ["mlp", "cnn"].contains(&self.model.kind.as_str()),
+                ["mlp", "cnn", "resnet"].contains(&m.kind.as_str()),
                 "model.kind",
-                format!("unknown model kind {:?} (known: mlp, cnn)", self.model.kind),
+                format!("unknown model kind {:?} (known: mlp, cnn, resnet)", m.kind),
+            ),
+            (
+                m.kind != "resnet" || (!m.stages.is_empty() && m.stages.iter().all(|n| *n > 0)),
+                "model.stages",
+                "must be a non-empty list of positive block counts".into(),
+            ),
+            (
+                m.kind != "resnet" || m.stages.len() == m.channels.len(),
+                "model.channels",
+                format!(
+                    "must give one width per ResNet stage ({} stages in model.stages, {} widths)",
+                    m.stages.len(),
+                    m.channels.len()
+                ),
+            ),
+            (
+                m.kind == "mlp" || m.norm != Norm::Layer,
+                "model.norm",
+                format!("\"layer\" is for MLPs; a {} uses \"batch\" or \"none\"", m.kind),
             ),
             (
                 !self.model.hidden.is_empty() && self.model.hidden.iter().all(|w| *w > 0),

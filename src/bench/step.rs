@@ -81,7 +81,7 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
             ("mnist-mlp", [3, 32, 32], 64)
         }
         preset => match crate::config::preset(preset) {
-            Some(_) => (preset, [1, 28, 28], 0),
+            Some(_) => (preset, [0; 3], 0),
             None => bail!("unknown benchmark model {preset:?} (mlp, cnn or a preset name)"),
         },
     };
@@ -93,7 +93,12 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
     }
     sets.extend(spec.sets.iter().cloned());
     let config = Config::load(Some(source), &sets)?;
-    Ok((config, input, 10))
+    if input[0] > 0 {
+        return Ok((config, input, 10));
+    }
+    // A preset: its dataset's shape (image folders: 10 classes, as ImageNette).
+    let (input, classes) = crate::data::example_shape(&config.data.dataset, config.data.image_size)?;
+    Ok((config, input, classes.unwrap_or(10)))
 }
 
 /// Counted FLOPs of one training step of `model` on `batch` examples.

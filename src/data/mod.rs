@@ -295,6 +295,24 @@ fn load_split(
     })
 }
 
+/// Shape `[C, H, W]` of one example of the named dataset as the network sees it, and
+/// its number of classes (`None` for `imagefolder`, whose classes are its folders),
+/// without reading any file; `image_size` is the `imagefolder` side (0 = default).
+pub fn example_shape(name: &str, image_size: usize) -> Result<([i64; 3], Option<i64>)> {
+    if name == "imagefolder" {
+        let size = if image_size == 0 {
+            imagefolder::DEFAULT_IMAGE_SIZE
+        } else {
+            image_size
+        } as i64;
+        return Ok(([3, size, size], None));
+    }
+    match cifar::cifar_spec(name) {
+        Some(c) => Ok(([3, 32, 32], Some(c.classes as i64))),
+        None => spec(name).map(|s| ([1, 28, 28], Some(s.classes as i64))),
+    }
+}
+
 /// Loads `(train, test)` of the named dataset (see [`known_datasets`]) from
 /// `data_dir`, images of the image folder at
 /// [`imagefolder::DEFAULT_IMAGE_SIZE`]; see [`load_sized`].

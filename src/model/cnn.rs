@@ -7,21 +7,52 @@ use super::{Block, InputShape, Network, Pooling};
 use crate::config::{ModelConfig, Norm};
 use tch::{nn, Device, Tensor};
 
-/// A 3×3 convolution (padding 1) initialised as PyTorch's `nn.Conv2d`:
-/// U(−1/√fan_in, 1/√fan_in) for weights and biases, fan_in = c_in·9.
-fn conv3x3(path: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
-    let bound = 1.0 / ((c_in * 9) as f64).sqrt();
+/// A k×k convolution (padding k/2) initialised as PyTorch's `nn.Conv2d`:
+/// U(−1/√fan_in, 1/√fan_in) for weights (and biases if any), fan_in = c_in·k².
+/// With `channels_last` the weight is stored NHWC-strided, which oneDNN runs faster.
+pub(crate) fn conv(path: nn::Path, shape: ConvShape, bias: bool, channels_last: bool) -> nn::Conv2D {
+    let ConvShape {
+        c_in,
+        c_out,
+        kernel,
+        stride,
+    } = shape;
+    let bound = 1.0 / ((c_in * kernel * kernel) as f64).sqrt();
     let init = nn::Init::Uniform {
         lo: -bound,
         up: bound,
     };
     let config = nn::ConvConfig {
-        padding: 1,
+        stride,
+        padding: kernel / 2,
+        bias,
         ws_init: init,
         bs_init: init,
         ..Default::default()
     };
-    nn::conv2d(path, c_in, c_out, 3, config)
+    let mut conv = nn::conv2d(path, c_in, c_out, kernel, config);
+    if channels_last {
+        // Changes the layout of the var store's own weight tensor, in place.
+        let weight = channels_last_layout(&conv.ws);
+        conv.ws.set_data(&weight);
+    }
+    conv
+}
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvShape {
+    pub(crate) c_in: i64,
+    pub(crate) c_out: i64,
+    pub(crate) kernel: i64,
+    pub(crate) stride: i64,
+}
+
+impl ConvShape {
+    /// Forward FLOPs per example (2 per multiply-add) on an output map of `height`×`width`.
+    pub(crate) fn flops(&self, height: i64, width: i64) -> f64 {
+        2.0 * (self.c_in * self.kernel * self.kernel * self.c_out * height * width) as f64
+    }
 }
 
 /// One conv → (norm) → ReLU → (max-pool) stage.
@@ -50,7 +81,7 @@ impl Stage {
 
 /// The same values laid out channels-last (NHWC strides, NCHW shape), which oneDNN's
 /// convolutions run faster on (README, Speed); a no-op if already so.
-pub fn channels_last(t: &Tensor) -> Tensor {
+pub fn channels_last_layout(t: &Tensor) -> Tensor {
     let nhwc = t.permute([0, 2, 3, 1]);
     if nhwc.is_contiguous() {
         t.shallow_clone()
@@ -71,7 +102,7 @@ pub struct ConvBlock {
 impl Block for ConvBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let xs = if self.channels_last {
-            channels_last(xs)
+            channels_last_layout(xs)
         } else {
             xs.shallow_clone()
         };
@@ -107,13 +138,14 @@ pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network
             let stage_path = &path / format!("stage{}", s + 1);
             let batch_norm = (config.norm == Norm::Batch)
                 .then(|| nn::batch_norm2d(&stage_path / "norm", c_out, Default::default()));
-            let mut conv = conv3x3(&stage_path / "conv", c_in, c_out);
-            if config.channels_last {
-                // Changes the layout of the var store's own weight tensor, in place.
-                let weight = channels_last(&conv.ws);
-                conv.ws.set_data(&weight);
-            }
-            let flops = 2.0 * (c_in * 9 * c_out * height * width) as f64;
+            let shape = ConvShape {
+                c_in,
+                c_out,
+                kernel: 3,
+                stride: 1,
+            };
+            let conv = conv(&stage_path / "conv", shape, true, config.channels_last);
+            let flops = shape.flops(height, width);
             let max_pool = config.pool_after.contains(&(index + 1));
             stages.push(Stage {
                 conv,

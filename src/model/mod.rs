@@ -1,13 +1,14 @@
 //! Networks as sequences of blocks.
 //!
 //! A [`Block`] is whatever one local objective trains: one Linear+activation layer of
-//! an MLP (or `block_size` of them), later a conv stage, a residual block, a
+//! an MLP (or `block_size` of them), a conv stage, a residual block, later a
 //! transformer block. The trainers and the objective only see a block's output and
 //! its [`Pooling`]; each block's parameters live in a var store of its own, so a
 //! block can have its own optimizer, thread or device.
 
 pub mod cnn;
 pub mod mlp;
+pub mod resnet;
 
 use crate::config::ModelConfig;
 use anyhow::{bail, Result};
@@ -90,7 +91,8 @@ impl Network {
         match config.kind.as_str() {
             "mlp" => Ok(mlp::build(config, input, device)),
             "cnn" => Ok(cnn::build(config, input, device)),
-            other => bail!("unknown model kind {other:?} (known: mlp, cnn)"),
+            "resnet" => Ok(resnet::build(config, input, device)),
+            other => bail!("unknown model kind {other:?} (known: mlp, cnn, resnet)"),
         }
     }
 

@@ -14,7 +14,7 @@ pub mod sequential;
 
 use crate::checkpoint;
 use crate::config::{Config, Method};
-use crate::data::{self, shuffled_batches, Dataset};
+use crate::data::{self, loader::LoaderData, Dataset};
 use crate::objective::LocalLoss;
 use crate::report::{self, EpochMetrics, RunDir, Summary};
 use anyhow::{bail, Result};
@@ -53,10 +53,22 @@ impl BlockLoss {
 
 /// Loads the configured dataset, applies `train_subset`/`test_subset`, and standardises
 /// both splits with the training set's per-channel statistics (recording them in
-/// `config.data.mean/std` so that evaluation reuses exactly the same numbers).
+/// `config.data.mean/std` so that evaluation reuses exactly the same numbers). The
+/// training split stays on the CPU (the batch loader reads it there); the test split
+/// goes to `device`.
+///
+/// For `imagefolder`, whose training images are stored larger than the test images,
+/// an unset `data.augment.crop_size` resolves to the image size (random crops).
 pub fn prepare_data(config: &mut Config, device: Device) -> Result<(Dataset, Dataset)> {
     let d = &mut config.data;
-    let (mut train, mut test) = data::load(&d.dataset, Path::new(&d.dir))?;
+    let image_size = (d.image_size > 0).then_some(d.image_size);
+    let (mut train, mut test) = data::load_sized(&d.dataset, Path::new(&d.dir), image_size)?;
+    if d.dataset == "imagefolder" {
+        if d.image_size == 0 {
+            d.image_size = data::imagefolder::DEFAULT_IMAGE_SIZE;
+        }
+        d.augment.crop_size.get_or_insert(d.image_size);
+    }
     if d.train_subset > 0 {
         train = train.take(d.train_subset);
     }
@@ -68,7 +80,7 @@ pub fn prepare_data(config: &mut Config, device: Device) -> Result<(Dataset, Dat
         d.mean = Vec::<f64>::try_from(&mean.to_kind(Kind::Double))?;
         d.std = Vec::<f64>::try_from(&std.to_kind(Kind::Double))?;
     }
-    let prepare = |ds: Dataset| -> Result<Dataset> {
+    let prepare = |ds: Dataset, device: Device| -> Result<Dataset> {
         let images = if d.normalize {
             standardise(&ds.images, &d.mean, &d.std)?
         } else {
@@ -80,7 +92,7 @@ pub fn prepare_data(config: &mut Config, device: Device) -> Result<(Dataset, Dat
             classes: ds.classes,
         })
     };
-    Ok((prepare(train)?, prepare(test)?))
+    Ok((prepare(train, Device::Cpu)?, prepare(test, device)?))
 }
 
 fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor> {
@@ -149,7 +161,10 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
-    let model = Model::new(&config, train.classes, input_shape(&train), device)?;
+    let model = Model::new(&config, train.classes, input_shape(&test), device)?;
+    let train_len = train.len();
+    let loader = LoaderData::new(&train)?;
+    drop(train);
     let run_dir = RunDir::create(out)?;
     run_dir.write_config(&config)?;
     eprintln!(
@@ -164,7 +179,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     );
 
     let batch_size = config.data.batch_size;
-    let steps_per_epoch = train.len().div_ceil(batch_size);
+    let steps_per_epoch = train_len.div_ceil(batch_size);
     let total_steps = steps_per_epoch * config.train.epochs;
     let schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
     let mut optimizers = build_optimizers(&config, &model, &schedule)?;
@@ -177,7 +192,15 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         let learning_rate = optimizers[0].learning_rate();
         let mut sums: Vec<BlockLoss> = vec![];
         let start = Instant::now();
-        for (step, (x, y)) in shuffled_batches(&train, batch_size, config.train.seed, epoch).enumerate() {
+        let batches = loader.epoch(
+            batch_size,
+            config.train.seed,
+            epoch,
+            config.data.augment,
+            config.data.workers,
+        )?;
+        for (step, (x, y)) in batches.enumerate() {
+            let (x, y) = (x.to_device(device), y.to_device(device));
             let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
             if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
                 bar.abandon();
@@ -215,7 +238,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
             steps_per_epoch,
             &eval,
             seconds,
-            train.len(),
+            train_len,
         );
         eprintln!("{}", metrics.one_line(config.train.epochs));
         run_dir.append_metrics(&metrics)?;
@@ -224,7 +247,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         evaluation = Some(eval);
     }
     let evaluation = evaluation.expect("at least one epoch");
-    let summary = Summary::new(&config, &model, &evaluation, train_seconds, train.len(), device);
+    let summary = Summary::new(&config, &model, &evaluation, train_seconds, train_len, device);
     run_dir.write_summary(&summary)?;
     report::print_final_table(&history, &evaluation);
     Ok(summary)

@@ -1,0 +1,303 @@
+//! Residual networks (He et al. 2016) from basic blocks: x ↦ ReLU(F(x) + S(x)) with
+//! F = conv 3×3 → BN → ReLU → conv 3×3 → BN and S the identity, or a strided 1×1
+//! conv → BN where the width or resolution changes.
+//!
+//! `model.stages` lists the residual blocks per stage and `model.channels` their widths;
+//! every stage after the first halves the resolution in its first residual block:
+//! - CIFAR ResNet-20: `stages = [3, 3, 3]`, `channels = [16, 32, 64]`, `stem = "cifar"`;
+//! - CIFAR ResNet-32: `stages = [5, 5, 5]`, `channels = [16, 32, 64]`, `stem = "cifar"`;
+//! - ResNet-18: `stages = [2, 2, 2, 2]`, `channels = [64, 128, 256, 512]`
+//!   (`stem = "imagenet"` for ImageNet-sized inputs, `"cifar"` for 32×32).
+//!
+//! One SLL block is `block_size` consecutive residual blocks; the stem belongs to the
+//! first. Each block's output is average-pooled to a `pool_grid`×`pool_grid` grid for
+//! its local head and its projection.
+
+use super::cnn::{channels_last_layout, conv, ConvShape};
+use super::{Block, InputShape, Network, Pooling};
+use crate::config::{ModelConfig, Norm, Stem};
+use tch::{nn, Device, Tensor};
+
+/// A convolution followed by batch norm (when the network has it).
+#[derive(Debug)]
+struct ConvNorm {
+    conv: nn::Conv2D,
+    norm: Option<nn::BatchNorm>,
+}
+
+impl ConvNorm {
+    /// Convs feeding a batch norm have no bias (the norm's shift replaces it).
+    fn new(path: nn::Path, shape: ConvShape, config: &ModelConfig) -> Self {
+        let batch_norm = config.norm == Norm::Batch;
+        Self {
+            conv: conv(&path / "conv", shape, !batch_norm, config.channels_last),
+            norm: batch_norm.then(|| nn::batch_norm2d(&path / "norm", shape.c_out, Default::default())),
+        }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = xs.apply(&self.conv);
+        match &self.norm {
+            Some(bn) => h.apply_t(bn, train),
+            None => h,
+        }
+    }
+}
+
+/// The input stem: conv 3×3 → BN → ReLU (`cifar`), or conv 7×7 stride 2 → BN → ReLU →
+/// max-pool 3×3 stride 2 (`imagenet`).
+#[derive(Debug)]
+struct StemLayer {
+    layer: ConvNorm,
+    max_pool: bool,
+}
+
+impl StemLayer {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = self.layer.forward_t(xs, train).relu();
+        if self.max_pool {
+            h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+        } else {
+            h
+        }
+    }
+}
+
+/// One basic residual block: ReLU(F(x) + S(x)).
+#[derive(Debug)]
+struct BasicBlock {
+    first: ConvNorm,
+    second: ConvNorm,
+    /// `None` = identity shortcut.
+    shortcut: Option<ConvNorm>,
+}
+
+impl BasicBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = self.first.forward_t(xs, train).relu();
+        let h = self.second.forward_t(&h, train);
+        let s = match &self.shortcut {
+            Some(s) => s.forward_t(xs, train),
+            None => xs.shallow_clone(),
+        };
+        (h + s).relu()
+    }
+}
+
+/// One SLL block of a ResNet: (the stem, for the first) and `block_size` residual blocks.
+#[derive(Debug)]
+pub struct ResidualBlock {
+    stem: Option<StemLayer>,
+    residual: Vec<BasicBlock>,
+    channels: i64,
+    grid: i64,
+    channels_last: bool,
+    flops: (f64, f64),
+}
+
+impl Block for ResidualBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut h = if self.channels_last {
+            channels_last_layout(xs)
+        } else {
+            xs.shallow_clone()
+        };
+        if let Some(stem) = &self.stem {
+            h = stem.forward_t(&h, train);
+        }
+        self.residual.iter().fold(h, |h, b| b.forward_t(&h, train))
+    }
+
+    fn pooling(&self) -> Pooling {
+        Pooling::Grid(self.grid)
+    }
+
+    fn pooled_dim(&self) -> i64 {
+        self.channels * self.grid * self.grid
+    }
+
+    fn forward_flops(&self) -> (f64, f64) {
+        self.flops
+    }
+}
+
+/// Spatial size after a conv of `kernel` (padding kernel/2) with `stride`.
+fn conv_out(size: i64, kernel: i64, stride: i64) -> i64 {
+    (size + 2 * (kernel / 2) - kernel) / stride + 1
+}
+
+/// Builds the ResNet of `config` for inputs of `input` shape.
+pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+    let [c_in, mut height, mut width] = input;
+    // (stage index, width, stride) of every residual block, input to output.
+    let plan: Vec<(i64, i64)> = config
+        .stages
+        .iter()
+        .zip(&config.channels)
+        .enumerate()
+        .flat_map(|(s, (&n, &c))| (0..n).map(move |r| (c, if s > 0 && r == 0 { 2 } else { 1 })))
+        .collect();
+    let mut blocks: Vec<Box<dyn Block>> = vec![];
+    let mut stores = vec![];
+    let mut channels = c_in;
+    for (b, chunk) in plan.chunks(config.block_size).enumerate() {
+        let store = nn::VarStore::new(device);
+        let path = Network::block_path(&store, b);
+        let mut flops = 0.0;
+        let mut first_flops = None;
+        let mut count = |f: f64, first: bool| {
+            flops += f;
+            if first && first_flops.is_none() {
+                first_flops = Some(f);
+            }
+        };
+        let stem = (b == 0).then(|| {
+            let (kernel, stride, max_pool) = match config.stem {
+                Stem::Cifar => (3, 1, false),
+                Stem::Imagenet => (7, 2, true),
+            };
+            let shape = ConvShape {
+                c_in: channels,
+                c_out: config.channels[0],
+                kernel,
+                stride,
+            };
+            (height, width) = (conv_out(height, kernel, stride), conv_out(width, kernel, stride));
+            count(shape.flops(height, width), true);
+            if max_pool {
+                (height, width) = (conv_out(height, 3, 2), conv_out(width, 3, 2));
+            }
+            channels = config.channels[0];
+            StemLayer {
+                layer: ConvNorm::new(&path / "stem", shape, config),
+                max_pool,
+            }
+        });
+        let mut residual = vec![];
+        for (r, &(c_out, stride)) in chunk.iter().enumerate() {
+            let rpath = &path / format!("residual{}", r + 1);
+            let shape = |c_in, c_out, kernel, stride| ConvShape {
+                c_in,
+                c_out,
+                kernel,
+                stride,
+            };
+            let first = shape(channels, c_out, 3, stride);
+            let second = shape(c_out, c_out, 3, 1);
+            let projection = (stride != 1 || channels != c_out).then(|| shape(channels, c_out, 1, stride));
+            (height, width) = (conv_out(height, 3, stride), conv_out(width, 3, stride));
+            count(first.flops(height, width), true);
+            count(second.flops(height, width), false);
+            if let Some(p) = projection {
+                count(p.flops(height, width), false);
+            }
+            residual.push(BasicBlock {
+                first: ConvNorm::new(&rpath / "conv1", first, config),
+                second: ConvNorm::new(&rpath / "conv2", second, config),
+                shortcut: projection.map(|p| ConvNorm::new(&rpath / "shortcut", p, config)),
+            });
+            channels = c_out;
+        }
+        let first_flops = first_flops.unwrap_or(0.0);
+        blocks.push(Box::new(ResidualBlock {
+            stem,
+            residual,
+            channels,
+            grid: config.pool_grid,
+            channels_last: config.channels_last,
+            flops: (flops, first_flops),
+        }));
+        stores.push(store);
+    }
+    Network {
+        blocks,
+        stores,
+        input_pooling: Pooling::Grid(config.pool_grid),
+        input_dim: c_in * config.pool_grid * config.pool_grid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn network(sets: &[&str], input: InputShape) -> Network {
+        let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        sets.extend(["model.kind=resnet".into(), "model.norm=batch".into()]);
+        let config = Config::load(None, &sets).unwrap();
+        Network::new(&config.model, input, Device::Cpu).unwrap()
+    }
+
+    fn output(net: &Network, x: &Tensor) -> Vec<Vec<i64>> {
+        let mut h = x.shallow_clone();
+        net.blocks
+            .iter()
+            .map(|b| {
+                h = b.forward_t(&h, false);
+                h.size()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resnet20_has_the_published_layout() {
+        let net = network(
+            &["model.stages=[3,3,3]", "model.channels=[16,32,64]"],
+            [3, 32, 32],
+        );
+        assert_eq!(net.len(), 9);
+        // Convs + BN of CIFAR ResNet-20 with 1×1 projection shortcuts, counted by hand:
+        // stem 432 + 32; stage 1: 3·(2·2304 + 64); stage 2: 4608 + 9216 + 512 + 192 and
+        // 2·(2·9216 + 128); stage 3: 18432 + 36864 + 2048 + 384 and 2·(2·36864 + 256).
+        assert_eq!(net.parameter_count(), 271_824);
+        let sizes = output(
+            &net,
+            &Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)),
+        );
+        assert_eq!(sizes[0], [2, 16, 32, 32]);
+        assert_eq!(sizes[3], [2, 32, 16, 16]);
+        assert_eq!(sizes[8], [2, 64, 8, 8]);
+        assert_eq!(net.blocks[8].pooled_dim(), 64 * 4);
+    }
+
+    #[test]
+    fn block_size_groups_residual_blocks_and_imagenet_stem_downsamples() {
+        let net = network(
+            &[
+                "model.stages=[2,2,2,2]",
+                "model.channels=[64,128,256,512]",
+                "model.stem=imagenet",
+                "model.block_size=2",
+            ],
+            [3, 64, 64],
+        );
+        assert_eq!(net.len(), 4);
+        let sizes = output(
+            &net,
+            &Tensor::randn([2, 3, 64, 64], (tch::Kind::Float, Device::Cpu)),
+        );
+        assert_eq!(
+            sizes,
+            [[2, 64, 16, 16], [2, 128, 8, 8], [2, 256, 4, 4], [2, 512, 2, 2]]
+        );
+        let (total, first) = net.blocks[0].forward_flops();
+        // The 7×7 stem on a 32×32 output map is the first layer.
+        assert_eq!(first, 2.0 * (3 * 49 * 64 * 32 * 32) as f64);
+        assert!(total > first);
+    }
+
+    #[test]
+    fn stages_and_channels_must_match() {
+        let e = Config::load(
+            None,
+            &[
+                "model.kind=resnet".into(),
+                "model.stages=[3,3]".into(),
+                "model.channels=[16,32,64]".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("model.channels"), "{e:#}");
+    }
+}
