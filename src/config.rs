@@ -32,6 +32,12 @@ pub const PRESETS: &[(&str, &str)] = &[
         "cifar10-resnet-full",
         include_str!("../configs/cifar10-resnet-full.toml"),
     ),
+    ("mnist-vit", include_str!("../configs/mnist-vit.toml")),
+    ("cifar10-vit", include_str!("../configs/cifar10-vit.toml")),
+    (
+        "cifar10-vit-full",
+        include_str!("../configs/cifar10-vit-full.toml"),
+    ),
     (
         "imagefolder-resnet-full",
         include_str!("../configs/imagefolder-resnet-full.toml"),
@@ -152,6 +158,26 @@ pub enum Stem {
     Imagenet,
 }
 
+/// How a ViT turns patches into tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchEmbed {
+    /// A conv with kernel = stride = patch size.
+    Conv,
+    /// A linear map of each flattened patch (the same function, another layout).
+    Linear,
+}
+
+/// How a ViT block's tokens are pooled into u_i.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenPool {
+    /// Mean over tokens.
+    Mean,
+    /// The class token.
+    Cls,
+}
+
 /// Model section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -174,6 +200,24 @@ pub struct ModelConfig {
     pub pool_grid: i64,
     /// CNN/ResNet: keep activations and conv weights channels-last (faster convolutions on CPU).
     pub channels_last: bool,
+    /// ViT: side of the square patches.
+    pub patch_size: i64,
+    /// ViT: patch embedding, `conv` (kernel = stride = patch) or `linear` (on flattened patches).
+    pub patch_embed: PatchEmbed,
+    /// ViT: token width.
+    pub width: i64,
+    /// ViT: number of transformer blocks.
+    pub depth: usize,
+    /// ViT: attention heads (must divide `width`).
+    pub heads: i64,
+    /// ViT: hidden width of the MLP as a multiple of `width`.
+    pub mlp_ratio: f64,
+    /// ViT: dropout after attention, in the MLP, and on attention weights (0 = off).
+    pub dropout: f64,
+    /// ViT: prepend a learned class token.
+    pub class_token: bool,
+    /// ViT: pooling of tokens for heads and projections, `mean` or `cls` (needs `class_token`).
+    pub token_pool: TokenPool,
     /// Activation after each layer.
     pub activation: Activation,
     /// Normalisation after each linear map.
@@ -193,6 +237,18 @@ impl ModelConfig {
                 "cnn {} (max-pool after {})",
                 join(self.channels.iter().map(|c| c.to_string()).collect(), "-"),
                 join(self.pool_after.iter().map(|c| c.to_string()).collect(), ",")
+            ),
+            "vit" => format!(
+                "vit patch {} width {} depth {} heads {} mlp {}x ({} pooling)",
+                self.patch_size,
+                self.width,
+                self.depth,
+                self.heads,
+                self.mlp_ratio,
+                match self.token_pool {
+                    TokenPool::Mean => "mean",
+                    TokenPool::Cls => "class-token",
+                }
             ),
             "resnet" => format!(
                 "resnet {} blocks of widths {} ({} stem)",
@@ -223,6 +279,15 @@ impl Default for ModelConfig {
             pool_after: vec![2, 3],
             pool_grid: 2,
             channels_last: true,
+            patch_size: 4,
+            patch_embed: PatchEmbed::Conv,
+            width: 192,
+            depth: 6,
+            heads: 3,
+            mlp_ratio: 2.0,
+            dropout: 0.0,
+            class_token: false,
+            token_pool: TokenPool::Mean,
             activation: Activation::Relu,
             norm: Norm::None,
             block_size: 1,
@@ -472,7 +537,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let o = &self.objective;
         let m = &self.model;
-        let checks: [(bool, &str, String); 20] = [
+        let checks: [(bool, &str, String); 24] = [
             (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
             (self.data.workers > 0, "data.workers", "must be > 0".into()),
             (
@@ -491,9 +556,29 @@ impl Config {
                 "entries must be > 0".into(),
             ),
             (
-                ["mlp", "cnn", "resnet"].contains(&m.kind.as_str()),
+                ["mlp", "cnn", "resnet", "vit"].contains(&m.kind.as_str()),
                 "model.kind",
-                format!("unknown model kind {:?} (known: mlp, cnn, resnet)", m.kind),
+                format!("unknown model kind {:?} (known: mlp, cnn, resnet, vit)", m.kind),
+            ),
+            (
+                m.kind != "vit" || (m.width > 0 && m.heads > 0 && m.width % m.heads == 0),
+                "model.heads",
+                format!("must divide model.width ({} heads, width {})", m.heads, m.width),
+            ),
+            (
+                m.kind != "vit" || (m.depth > 0 && m.patch_size > 0 && m.mlp_ratio > 0.0),
+                "model.depth",
+                "model.depth, model.patch_size and model.mlp_ratio must be > 0".into(),
+            ),
+            (
+                m.kind != "vit" || m.token_pool != TokenPool::Cls || m.class_token,
+                "model.token_pool",
+                "= \"cls\" needs model.class_token = true".into(),
+            ),
+            (
+                (0.0..1.0).contains(&m.dropout),
+                "model.dropout",
+                "must be in [0, 1)".into(),
             ),
             (
                 m.kind != "resnet" || (!m.stages.is_empty() && m.stages.iter().all(|n| *n > 0)),
@@ -510,7 +595,7 @@ impl Config {
                 ),
             ),
             (
-                m.kind == "mlp" || m.norm != Norm::Layer,
+                m.kind == "mlp" || m.kind == "vit" || m.norm != Norm::Layer,
                 "model.norm",
                 format!("\"layer\" is for MLPs; a {} uses \"batch\" or \"none\"", m.kind),
             ),

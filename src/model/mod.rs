@@ -1,7 +1,7 @@
 //! Networks as sequences of blocks.
 //!
 //! A [`Block`] is whatever one local objective trains: one Linear+activation layer of
-//! an MLP (or `block_size` of them), a conv stage, a residual block, later a
+//! an MLP (or `block_size` of them), a conv stage, a residual block, a
 //! transformer block. The trainers and the objective only see a block's output and
 //! its [`Pooling`]; each block's parameters live in a var store of its own, so a
 //! block can have its own optimizer, thread or device.
@@ -9,6 +9,7 @@
 pub mod cnn;
 pub mod mlp;
 pub mod resnet;
+pub mod vit;
 
 use crate::config::ModelConfig;
 use anyhow::{bail, Result};
@@ -22,6 +23,10 @@ pub enum Pooling {
     Flatten,
     /// Feature maps: adaptive average pooling to a k×k grid, then flattened.
     Grid(i64),
+    /// Token sequences [N, T, D]: the mean over tokens.
+    TokenMean,
+    /// Token sequences [N, T, D]: the first (class) token.
+    ClassToken,
 }
 
 impl Pooling {
@@ -30,6 +35,8 @@ impl Pooling {
         match self {
             Pooling::Flatten => h.flatten(1, -1),
             Pooling::Grid(k) => h.adaptive_avg_pool2d([k, k]).flatten(1, -1),
+            Pooling::TokenMean => h.mean_dim(1, false, None),
+            Pooling::ClassToken => h.select(1, 0),
         }
     }
 }
@@ -92,7 +99,8 @@ impl Network {
             "mlp" => Ok(mlp::build(config, input, device)),
             "cnn" => Ok(cnn::build(config, input, device)),
             "resnet" => Ok(resnet::build(config, input, device)),
-            other => bail!("unknown model kind {other:?} (known: mlp, cnn, resnet)"),
+            "vit" => vit::build(config, input, device),
+            other => bail!("unknown model kind {other:?} (known: mlp, cnn, resnet, vit)"),
         }
     }
 
