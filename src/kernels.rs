@@ -1,38 +1,98 @@
-//! Fast paths for the parts of the SLL objective that libtorch does slowly
-//! (measured with `sll bench step`, figures in the README's Speed section):
+//! Fast CPU paths for the SLL objective (measured with `sll bench step`, figures in
+//! the README's Speed section).
 //!
-//! - [`bernoulli_mask`]: the dropout mask m/(1−p). libtorch's `bernoulli_` costs
-//!   ~1.2 ms for a 128×1024 mask on 2 cores, as much as the projection's matrix
-//!   product; a xoshiro256++ stream cut into 16-bit draws costs a fraction of that.
-//! - [`bhattacharyya_fused`]: log q = log softmax(z/τ), D_B(q, p) and its gradient
-//!   ∂D_B/∂z in closed form, instead of autograd through log-softmax, logsumexp and
-//!   mean. With w = softmax(½(log q + log p)) (so that D_B = −log Σ_c √(q_c p_c)),
-//!   the gradient is ∂D_B/∂z = (q − w) / (2τ) per example (divided by N for the mean).
-//! - [`SparseTable`]: the sparse projection R u and R^T g as scatter/gather loops over
-//!   rows, in place of libtorch's index_add, which is slower than the dense product.
+//! - [`fused_divergence`]: block i's whole divergence term in one pass over the rows of
+//!   the minibatch, in place of a dozen libtorch operations (each a dispatch and an
+//!   OpenMP fork/join on 128×1024 values) and autograd through them. Per row:
 //!
-//! Each is checked against the reference formulas of `objective.rs` in the tests below.
+//!   ```text
+//!   m  = dropout mask (its own xoshiro256++ stream per (seed, step, row))
+//!   z  = R (m ⊙ u)
+//!   log q = z/τ − logsumexp(z/τ)
+//!   s  = ½(log q + log p),   D_B(q, p) = −logsumexp(s),   w = softmax(s)
+//!   g  = ∂D_B/∂z = (q − w) / (2τN)        (N rows: D_B is averaged over the batch)
+//!   ∂D_B/∂u = m ⊙ R^T g
+//!   ```
+//!
+//!   The closed form of g: ∂(−log Σ_c √(q_c p_c))/∂log q_c = −w_c/2, and through the
+//!   log-softmax ∂log q_c/∂z_d = (δ_cd − q_d)/τ, so ∂D_B/∂z_d = (q_d Σ_c w_c − w_d)/(2τ)
+//!   = (q_d − w_d)/(2τ). Rows are split over [`kernel_threads`] threads; every row's
+//!   numbers depend only on that row, so results do not depend on the split.
+//! - [`fused_posterior`]: the same pass without a prior and gradient, for q_0.
+//! - [`RowProjection`]s that the pass applies one row at a time: [`SparseTable`]
+//!   (scatter/gather over k·dim(u) nonzeros) and [`SrhtTable`] (a fast Walsh–Hadamard
+//!   transform, O(n log n)). The dense Gaussian projection goes through libtorch's
+//!   matrix product between two row passes instead.
+//!
+//! Each is checked against the reference formulas of `objective.rs` in the tests.
 
-use rand::RngCore;
+use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tch::{Device, Kind, Tensor};
 
-/// A mask of `shape` whose entries are 1/(1−p) with probability 1−p and 0 otherwise
-/// (p quantised to 1/65536), drawn from `rng`.
-pub fn bernoulli_mask(shape: &[i64], p: f64, rng: &mut Xoshiro256PlusPlus) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let threshold = (p * 65536.0).round() as u64;
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let mut values = Vec::with_capacity(n as usize);
-    while values.len() < n as usize {
-        let mut bits = rng.next_u64();
-        for _ in 0..4 {
-            values.push(if bits & 0xFFFF >= threshold { keep } else { 0.0 });
-            bits >>= 16;
+/// The SplitMix64 finaliser: a bijection of u64 that spreads every input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One dropout mask of rate p: the mask of `step` in the stream of `seed`.
+///
+/// Row r's mask is drawn from a xoshiro256++ generator seeded with (seed, step, r)
+/// alone, so a mask is a function of these three numbers, whatever the thread split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskSpec {
+    /// Drop probability p (quantised to 1/65536).
+    pub p: f64,
+    /// Seed of the stream.
+    pub seed: u64,
+    /// Index of this mask in the stream (one per training call).
+    pub step: u64,
+}
+
+impl MaskSpec {
+    /// Writes row `row` of the mask into `out`: 1/(1−p) with probability 1−p, else 0,
+    /// from 16-bit draws (four per 64-bit output of the generator).
+    pub fn fill_row(&self, row: usize, out: &mut [f32]) {
+        let seed = mix(mix(mix(self.seed) ^ self.step) ^ row as u64);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let threshold = (self.p * 65536.0).round() as u64;
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        for chunk in out.chunks_mut(4) {
+            let mut bits = rng.next_u64();
+            for v in chunk {
+                *v = if bits & 0xFFFF >= threshold { keep } else { 0.0 };
+                bits >>= 16;
+            }
         }
     }
-    values.truncate(n as usize);
-    Tensor::from_slice(&values).reshape(shape)
+
+    /// The whole mask for a tensor of `shape` (rows along the first dimension), as an
+    /// f32 CPU tensor: the reference path's m, equal to what the fused pass draws.
+    pub fn mask(&self, shape: &[i64]) -> Tensor {
+        let rows = shape.first().copied().unwrap_or(1).max(0) as usize;
+        let len = shape.iter().skip(1).product::<i64>().max(0) as usize;
+        let mut values = vec![0f32; rows * len];
+        if len > 0 {
+            for (r, row) in values.chunks_mut(len).enumerate() {
+                self.fill_row(r, row);
+            }
+        }
+        Tensor::from_slice(&values).reshape(shape)
+    }
+}
+
+/// A fixed projection R ∈ ℝ^{d0×dim} that the fused pass applies one row at a time.
+pub trait RowProjection: Sync {
+    /// (dim, d0): the input and output lengths.
+    fn dims(&self) -> (usize, usize);
+    /// Length of the scratch buffer `forward_row` and `transpose_row` need.
+    fn scratch_len(&self) -> usize;
+    /// z = R u for one row u (length dim) into z (length d0).
+    fn forward_row(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]);
+    /// out = R^T g for one row g (length d0) into out (length dim).
+    fn transpose_row(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]);
 }
 
 /// A sparse projection as plain vectors: for input coordinate j, its k categories
@@ -60,30 +120,382 @@ impl SparseTable {
     fn slices(&self) -> impl Iterator<Item = (&[usize], &[f32])> {
         self.buckets.chunks(self.dim).zip(self.values.chunks(self.dim))
     }
+}
 
-    /// z = R u for u [N, dim] (f32, CPU) → [N, d0].
-    pub fn forward(&self, u: &Tensor) -> Tensor {
-        map_rows(u, self.d0, |row, out| {
-            out.fill(0.0);
-            for (b, v) in self.slices() {
-                for j in 0..self.dim {
-                    out[b[j]] += v[j] * row[j];
-                }
-            }
-        })
+impl RowProjection for SparseTable {
+    fn dims(&self) -> (usize, usize) {
+        (self.dim, self.d0)
     }
 
-    /// R^T g for g [N, d0] (f32, CPU) → [N, dim].
-    pub fn transpose(&self, g: &Tensor) -> Tensor {
-        map_rows(g, self.dim, |row, out| {
-            out.fill(0.0);
-            for (b, v) in self.slices() {
-                for j in 0..self.dim {
-                    out[j] += v[j] * row[b[j]];
-                }
-            }
-        })
+    fn scratch_len(&self) -> usize {
+        0
     }
+
+    /// z_b = Σ_{j: bucket(j) = b} value_j u_j, a scatter over the k·dim nonzeros.
+    fn forward_row(&self, u: &[f32], z: &mut [f32], _: &mut [f32]) {
+        z.fill(0.0);
+        for (b, v) in self.slices() {
+            for j in 0..self.dim {
+                z[b[j]] += v[j] * u[j];
+            }
+        }
+    }
+
+    /// out_j = Σ_s value_{s,j} g_{bucket(s,j)}, a gather over the same nonzeros.
+    fn transpose_row(&self, g: &[f32], out: &mut [f32], _: &mut [f32]) {
+        out.fill(0.0);
+        for (b, v) in self.slices() {
+            for j in 0..self.dim {
+                out[j] += v[j] * g[b[j]];
+            }
+        }
+    }
+}
+
+/// A subsampled randomized Hadamard transform R = S H D / √d0 ∈ ℝ^{d0×dim}:
+/// D = diag(random signs) on the input zero-padded to n = 2^⌈log2 max(dim, d0)⌉,
+/// H the n×n Walsh–Hadamard matrix (entries ±1, H H = n I), S the selection of d0
+/// distinct rows drawn uniformly. Every entry of R is ±1/√d0 (variance 1/d0, as the
+/// Gaussian's), and since H/√n is orthogonal, E_S ‖Ru‖² = (n/d0)·(d0/n)‖u‖² = ‖u‖².
+/// Applying it costs n·log2(n) additions per row (the FWHT) instead of d0·dim.
+#[derive(Debug, Clone)]
+pub struct SrhtTable {
+    d0: usize,
+    padded: usize,
+    /// D_jj / √d0 for j < dim.
+    signs: Vec<f32>,
+    /// The rows of H that S keeps, ascending.
+    rows: Vec<usize>,
+}
+
+impl SrhtTable {
+    /// The SRHT with signs D (one ±1 per input coordinate) and kept rows `rows` (d0
+    /// distinct indices below [`SrhtTable::padded_len`] of (signs.len(), rows.len())).
+    pub fn new(signs: &[f32], rows: &[usize]) -> Self {
+        let d0 = rows.len();
+        let scale = 1.0 / (d0 as f32).sqrt();
+        Self {
+            d0,
+            padded: Self::padded_len(signs.len(), d0),
+            signs: signs.iter().map(|s| s.signum() * scale).collect(),
+            rows: rows.to_vec(),
+        }
+    }
+
+    /// n = the smallest power of two ≥ max(dim, d0): the length H works on.
+    pub fn padded_len(dim: usize, d0: usize) -> usize {
+        dim.max(d0).max(1).next_power_of_two()
+    }
+}
+
+/// The in-place fast Walsh–Hadamard transform x ← H x (unnormalised, len a power of
+/// two): log2(len) rounds of butterflies (a, b) → (a + b, a − b).
+pub fn fwht(x: &mut [f32]) {
+    let mut h = 1;
+    while h < x.len() {
+        for block in x.chunks_mut(2 * h) {
+            let (a, b) = block.split_at_mut(h);
+            for (a, b) in a.iter_mut().zip(b.iter_mut()) {
+                let (s, d) = (*a + *b, *a - *b);
+                *a = s;
+                *b = d;
+            }
+        }
+        h *= 2;
+    }
+}
+
+impl RowProjection for SrhtTable {
+    fn dims(&self) -> (usize, usize) {
+        (self.signs.len(), self.d0)
+    }
+
+    fn scratch_len(&self) -> usize {
+        self.padded
+    }
+
+    /// z = S H (D u / √d0, zero-padded).
+    fn forward_row(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
+        let dim = self.signs.len();
+        let x = &mut scratch[..self.padded];
+        for ((x, &s), &u) in x.iter_mut().zip(&self.signs).zip(u) {
+            *x = s * u;
+        }
+        x[dim..].fill(0.0);
+        fwht(x);
+        for (z, &r) in z.iter_mut().zip(&self.rows) {
+            *z = x[r];
+        }
+    }
+
+    /// R^T g = D H S^T g / √d0 (H is symmetric), the first dim coordinates.
+    fn transpose_row(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let x = &mut scratch[..self.padded];
+        x.fill(0.0);
+        for (&g, &r) in g.iter().zip(&self.rows) {
+            x[r] = g;
+        }
+        fwht(x);
+        for ((o, &s), &x) in out.iter_mut().zip(&self.signs).zip(x.iter()) {
+            *o = s * x;
+        }
+    }
+}
+
+/// How the fused pass applies R.
+#[derive(Clone, Copy)]
+pub enum FusedProjection<'a> {
+    /// Row by row, inside the pass.
+    Rows(&'a dyn RowProjection),
+    /// R^T as a dense f32 CPU matrix ([dim, d0]): libtorch's matrix products between
+    /// row passes (a dense product is faster in BLAS than row by row).
+    Dense(&'a Tensor),
+}
+
+/// What [`fused_divergence`] returns, none of it attached to a graph.
+pub struct FusedDivergence {
+    /// D_B(q, p) averaged over the batch (a scalar).
+    pub distance: Tensor,
+    /// log q = log softmax(R(m ⊙ u)/τ) ([N, d0]).
+    pub log_q: Tensor,
+    /// ∂ distance / ∂u = m ⊙ R^T (q − w)/(2τN) ([N, dim(u)]).
+    pub grad_u: Tensor,
+}
+
+/// Block i's divergence term, its gradient with respect to u and log q (see the
+/// module doc) for pooled features u ([N, dim(u)]) and the prior log p ([N, d0]), on
+/// the CPU, with the dropout mask `mask` (none: m = 1).
+pub fn fused_divergence(
+    u: &Tensor,
+    log_prior: &Tensor,
+    projection: FusedProjection,
+    mask: Option<MaskSpec>,
+    tau: f64,
+) -> FusedDivergence {
+    let pass = fused_pass(u, Some(log_prior), projection, mask, tau, kernel_threads());
+    let (distance, grad_u) = pass.divergence.expect("a prior gives the divergence");
+    FusedDivergence {
+        distance,
+        log_q: pass.log_q,
+        grad_u,
+    }
+}
+
+/// log q = log softmax(R(m ⊙ u)/τ) for pooled features u on the CPU, without
+/// gradient: the input's posterior q_0.
+pub fn fused_posterior(u: &Tensor, projection: FusedProjection, mask: Option<MaskSpec>, tau: f64) -> Tensor {
+    fused_pass(u, None, projection, mask, tau, kernel_threads()).log_q
+}
+
+/// What one fused pass computes: log q, and (D_B, ∂D_B/∂u) when given a prior.
+struct Pass {
+    log_q: Tensor,
+    divergence: Option<(Tensor, Tensor)>,
+}
+
+/// The fused pass with rows split over `threads` threads.
+fn fused_pass(
+    u: &Tensor,
+    log_prior: Option<&Tensor>,
+    projection: FusedProjection,
+    mask: Option<MaskSpec>,
+    tau: f64,
+    threads: usize,
+) -> Pass {
+    let u = cpu_f32(&u.reshape([u.size()[0], -1]));
+    let (n, dim) = (u.size()[0] as usize, u.size()[1] as usize);
+    let d0 = match projection {
+        FusedProjection::Rows(r) => r.dims().1,
+        FusedProjection::Dense(m) => m.size()[1] as usize,
+    };
+    let prior = log_prior.map(cpu_f32);
+    if let Some(p) = &prior {
+        assert_eq!(p.size(), [n as i64, d0 as i64], "prior of shape [N, d0]");
+    }
+    let row = Row {
+        inv_tau: (1.0 / tau) as f32,
+        scale: (1.0 / (2.0 * tau * n.max(1) as f64)) as f32,
+        prior: prior.as_ref().map(f32_slice),
+        d0,
+    };
+    let mut log_q = empty(n, d0);
+    let mut distances = vec![0f32; n];
+    let mut grad = prior.as_ref().map(|_| empty(n, dim));
+    match projection {
+        FusedProjection::Rows(r) => {
+            let us = f32_slice(&u);
+            let mut buffers = vec![(f32_slice_mut(&mut log_q), d0), (&mut distances[..], 1)];
+            buffers.extend(grad.as_mut().map(|g| (f32_slice_mut(g), dim)));
+            par_rows(n, threads, buffers, |first, count, parts| {
+                let mut scratch = vec![0f32; r.scratch_len()];
+                let (mut m, mut u_bar) = (vec![0f32; dim], vec![0f32; dim]);
+                let (mut z, mut q, mut gz) = (vec![0f32; d0], vec![0f32; d0], vec![0f32; d0]);
+                let [log_q, dist, grad @ ..] = parts else {
+                    unreachable!()
+                };
+                for i in 0..count {
+                    let k = first + i;
+                    let u_row = &us[k * dim..(k + 1) * dim];
+                    let input = match mask {
+                        Some(spec) => {
+                            spec.fill_row(k, &mut m);
+                            for ((b, &m), &u) in u_bar.iter_mut().zip(&m).zip(u_row) {
+                                *b = m * u;
+                            }
+                            &u_bar[..]
+                        }
+                        None => u_row,
+                    };
+                    r.forward_row(input, &mut z, &mut scratch);
+                    let log_q = &mut log_q[i * d0..(i + 1) * d0];
+                    dist[i] = row.finish(k, &z, log_q, &mut q, &mut gz);
+                    if let [grad] = grad {
+                        let g = &mut grad[i * dim..(i + 1) * dim];
+                        r.transpose_row(&gz, g, &mut scratch);
+                        if mask.is_some() {
+                            g.iter_mut().zip(&m).for_each(|(g, m)| *g *= m);
+                        }
+                    }
+                }
+            });
+        }
+        FusedProjection::Dense(matrix_t) => {
+            let u_bar = match mask {
+                Some(spec) => {
+                    let mut u_bar = empty(n, dim);
+                    let us = f32_slice(&u);
+                    par_rows(
+                        n,
+                        threads,
+                        vec![(f32_slice_mut(&mut u_bar), dim)],
+                        |first, count, parts| {
+                            for (i, out) in parts[0].chunks_mut(dim).take(count).enumerate() {
+                                spec.fill_row(first + i, out);
+                                let u_row = &us[(first + i) * dim..(first + i + 1) * dim];
+                                out.iter_mut().zip(u_row).for_each(|(m, u)| *m *= u);
+                            }
+                        },
+                    );
+                    u_bar
+                }
+                None => u.shallow_clone(),
+            };
+            let z = tch::no_grad(|| u_bar.matmul(matrix_t)).contiguous();
+            let zs = f32_slice(&z);
+            let mut grad_z = prior.as_ref().map(|_| empty(n, d0));
+            let mut buffers = vec![(f32_slice_mut(&mut log_q), d0), (&mut distances[..], 1)];
+            buffers.extend(grad_z.as_mut().map(|g| (f32_slice_mut(g), d0)));
+            par_rows(n, threads, buffers, |first, count, parts| {
+                let (mut q, mut scratch) = (vec![0f32; d0], vec![0f32; d0]);
+                let [log_q, dist, grad_z @ ..] = parts else {
+                    unreachable!()
+                };
+                for i in 0..count {
+                    let k = first + i;
+                    let gz = match grad_z {
+                        [g] => &mut g[i * d0..(i + 1) * d0],
+                        _ => &mut scratch[..],
+                    };
+                    let log_q = &mut log_q[i * d0..(i + 1) * d0];
+                    dist[i] = row.finish(k, &zs[k * d0..(k + 1) * d0], log_q, &mut q, gz);
+                }
+            });
+            if let Some(grad_z) = grad_z {
+                let mut g = tch::no_grad(|| grad_z.matmul(&matrix_t.tr())).contiguous();
+                if let Some(spec) = mask {
+                    par_rows(
+                        n,
+                        threads,
+                        vec![(f32_slice_mut(&mut g), dim)],
+                        |first, count, parts| {
+                            let mut m = vec![0f32; dim];
+                            for (i, g) in parts[0].chunks_mut(dim).take(count).enumerate() {
+                                spec.fill_row(first + i, &mut m);
+                                g.iter_mut().zip(&m).for_each(|(g, m)| *g *= m);
+                            }
+                        },
+                    );
+                }
+                grad = Some(g);
+            }
+        }
+    }
+    let divergence = grad.map(|g| {
+        let mean = distances.iter().map(|&d| d as f64).sum::<f64>() / n.max(1) as f64;
+        (Tensor::from(mean as f32), g)
+    });
+    Pass { log_q, divergence }
+}
+
+/// The per-row arithmetic after the projection, shared by both kinds of pass.
+struct Row<'a> {
+    inv_tau: f32,
+    /// 1/(2τN): the gradient of the batch mean.
+    scale: f32,
+    /// log p, [N, d0] row-major, if any.
+    prior: Option<&'a [f32]>,
+    d0: usize,
+}
+
+impl Row<'_> {
+    /// From row k's logits z: log q = z/τ − logsumexp(z/τ) into `log_q`; with a prior,
+    /// g = (q − w)/(2τN) into `grad_z` and D_B(q, p) = −logsumexp(s) returned (0
+    /// without one). `q` is scratch. Two exponentials per category.
+    fn finish(&self, k: usize, z: &[f32], log_q: &mut [f32], q: &mut [f32], grad_z: &mut [f32]) -> f32 {
+        let max = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * self.inv_tau;
+        let mut sum = 0f32;
+        for (q, &z) in q.iter_mut().zip(z) {
+            *q = (z * self.inv_tau - max).exp();
+            sum += *q;
+        }
+        let lse = max + sum.ln();
+        for (l, &z) in log_q.iter_mut().zip(z) {
+            *l = z * self.inv_tau - lse;
+        }
+        let Some(prior) = self.prior else { return 0.0 };
+        let log_p = &prior[k * self.d0..(k + 1) * self.d0];
+        let mut s_max = f32::NEG_INFINITY;
+        for ((s, &lq), &lp) in grad_z.iter_mut().zip(log_q.iter()).zip(log_p) {
+            *s = 0.5 * (lq + lp);
+            s_max = s_max.max(*s);
+        }
+        let mut s_sum = 0f32;
+        for s in grad_z.iter_mut() {
+            *s = (*s - s_max).exp();
+            s_sum += *s;
+        }
+        let (q_scale, w_scale) = (self.scale / sum, self.scale / s_sum);
+        for (g, &q) in grad_z.iter_mut().zip(q.iter()) {
+            *g = q * q_scale - *g * w_scale;
+        }
+        -(s_max + s_sum.ln())
+    }
+}
+
+/// u detached as a contiguous f32 CPU tensor.
+fn cpu_f32(u: &Tensor) -> Tensor {
+    u.detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+}
+
+/// A fresh [rows, cols] f32 CPU tensor.
+fn empty(rows: usize, cols: usize) -> Tensor {
+    Tensor::empty([rows as i64, cols as i64], (Kind::Float, Device::Cpu))
+}
+
+/// The values of a contiguous f32 CPU tensor (from [`cpu_f32`] or [`empty`]).
+fn f32_slice(t: &Tensor) -> &[f32] {
+    // SAFETY: t is a contiguous f32 CPU tensor of t.numel() values, alive while borrowed.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+}
+
+/// The values of a contiguous f32 CPU tensor that this module owns alone (fresh from
+/// [`empty`] or a matrix product), to write into.
+fn f32_slice_mut(t: &mut Tensor) -> &mut [f32] {
+    // SAFETY: as f32_slice; the tensor is fresh, so no other handle reads its storage.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
 }
 
 /// How many threads our own kernels split their work over: libtorch's intra-op threads.
@@ -106,113 +518,215 @@ pub fn run_shares<T: Send>(shares: impl IntoIterator<Item = T>, work: impl Fn(T)
     });
 }
 
-/// Applies `f(input row, output row)` to every row of a 2-D f32 CPU tensor, rows split
-/// over the intra-op threads; the output has `out_len` columns.
-fn map_rows<F>(input: &Tensor, out_len: usize, f: F) -> Tensor
-where
-    F: Fn(&[f32], &mut [f32]) + Sync,
-{
-    let input = input.detach().contiguous().to_kind(Kind::Float);
-    let (n, in_len) = (input.size()[0] as usize, input.size()[1] as usize);
-    let output = Tensor::empty([n as i64, out_len as i64], (Kind::Float, Device::Cpu));
-    // SAFETY: both tensors are contiguous f32 CPU tensors of the stated sizes, alive for
-    // this scope; the output is fresh and each thread writes its own rows.
-    let (xs, ys) = unsafe {
-        (
-            std::slice::from_raw_parts(input.data_ptr() as *const f32, n * in_len),
-            std::slice::from_raw_parts_mut(output.data_ptr() as *mut f32, n * out_len),
-        )
-    };
-    let rows_per = n.div_ceil(kernel_threads().min(n.max(1))).max(1);
-    let parts = xs
-        .chunks(rows_per * in_len)
-        .zip(ys.chunks_mut(rows_per * out_len));
-    run_shares(parts, |(x, y)| {
-        x.chunks(in_len)
-            .zip(y.chunks_mut(out_len))
-            .for_each(|(a, b)| f(a, b));
-    });
-    output
-}
-
-/// What [`bhattacharyya_fused`] returns.
-pub struct FusedDivergence {
-    /// D_B(q, p) averaged over the batch (a scalar, no graph).
-    pub distance: Tensor,
-    /// log q = log softmax(z/τ) ([N, d0], no graph).
-    pub log_q: Tensor,
-    /// ∂ distance / ∂z ([N, d0]).
-    pub grad_z: Tensor,
-}
-
-/// log-softmax + Bhattacharyya distance + its gradient for projected logits z and a
-/// (fixed) prior log p, both [N, d0], without autograd: nine vectorised tensor
-/// operations in place of autograd's forward and backward through log-softmax,
-/// logsumexp and mean, on any device.
-pub fn bhattacharyya_fused(z: &Tensor, log_prior: &Tensor, tau: f64) -> FusedDivergence {
-    tch::no_grad(|| {
-        let n = z.size()[0].max(1) as f64;
-        let log_q = (z / tau).log_softmax(-1, Kind::Float);
-        let s = (&log_q + log_prior) * 0.5;
-        let log_bc = s.logsumexp([-1], true);
-        let w = (s - &log_bc).exp();
-        let grad_z = (log_q.exp() - w) * (1.0 / (2.0 * tau * n));
-        let distance = -log_bc.mean(Kind::Float);
-        FusedDivergence {
-            distance,
-            log_q,
-            grad_z,
+/// Splits `n` rows into `threads` contiguous shares and runs `work(first row, rows,
+/// chunks)` on each (see [`run_shares`]), where chunks are the share's rows of each
+/// (buffer, row width) in `buffers`.
+fn par_rows(
+    n: usize,
+    threads: usize,
+    buffers: Vec<(&mut [f32], usize)>,
+    work: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
+) {
+    if n == 0 {
+        return;
+    }
+    let rows_per = n.div_ceil(threads.clamp(1, n));
+    let mut shares: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(rows_per)).map(|_| vec![]).collect();
+    for (buffer, width) in buffers {
+        for (share, chunk) in shares.iter_mut().zip(buffer.chunks_mut(rows_per * width)) {
+            share.push(chunk);
         }
-    })
+    }
+    run_shares(shares.into_iter().enumerate(), |(s, mut chunks)| {
+        let first = s * rows_per;
+        work(first, rows_per.min(n - first), &mut chunks);
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objective::{bhattacharyya_distance, log_posterior};
-    use rand::SeedableRng;
+    use crate::config::ProjectionKind;
+    use crate::objective::{bhattacharyya_distance, log_posterior, Projection};
+
+    fn projections(dim: i64, d0: i64) -> Vec<(ProjectionKind, Projection)> {
+        vec![
+            (
+                ProjectionKind::Gaussian,
+                Projection::gaussian(dim, d0, 3, Device::Cpu),
+            ),
+            (
+                ProjectionKind::Sparse,
+                Projection::sparse(dim, d0, 3, 3, Device::Cpu),
+            ),
+            (ProjectionKind::Srht, Projection::srht(dim, d0, 3, Device::Cpu)),
+        ]
+    }
+
+    /// `f` applied to every row of `x` (f32, [N, cols]) into rows of `out_len`.
+    fn by_rows(x: &Tensor, out_len: usize, mut f: impl FnMut(&[f32], &mut [f32])) -> Tensor {
+        let x = cpu_f32(x);
+        let n = x.size()[0] as usize;
+        let mut out = empty(n, out_len);
+        let ys = f32_slice_mut(&mut out);
+        for (a, b) in f32_slice(&x)
+            .chunks(x.size()[1] as usize)
+            .zip(ys.chunks_mut(out_len))
+        {
+            f(a, b);
+        }
+        out
+    }
 
     #[test]
     fn mask_has_the_right_rate_scale_and_is_seeded() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let m = bernoulli_mask(&[300, 501], 0.1, &mut rng);
+        let spec = MaskSpec {
+            p: 0.1,
+            seed: 1,
+            step: 0,
+        };
+        let m = spec.mask(&[300, 501]);
         let dropped = m.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         assert!((dropped - 0.1).abs() < 0.005, "{dropped}");
         assert!((m.max().double_value(&[]) - 1.0 / 0.9).abs() < 1e-6);
-        let again = bernoulli_mask(&[300, 501], 0.1, &mut Xoshiro256PlusPlus::seed_from_u64(1));
-        assert!(m.equal(&again));
+        assert!(m.equal(&spec.mask(&[300, 501])));
+        assert!(!m.equal(&MaskSpec { step: 1, ..spec }.mask(&[300, 501])));
+        assert!(!m.equal(&MaskSpec { seed: 2, ..spec }.mask(&[300, 501])));
+        // Row r depends on (seed, step, r) only: fewer rows give the same first rows.
+        assert!(spec.mask(&[10, 501]).equal(&m.narrow(0, 0, 10)));
     }
 
     #[test]
-    fn sparse_table_is_the_projection_and_its_transpose() {
-        let r = crate::objective::Projection::sparse(50, 16, 3, 2, Device::Cpu);
-        let m = r.matrix();
-        let u = Tensor::randn([7, 50], (Kind::Float, Device::Cpu));
-        let g = Tensor::randn([7, 16], (Kind::Float, Device::Cpu));
-        assert!(r
-            .apply_no_grad(&u)
-            .allclose(&u.matmul(&m.tr()), 1e-5, 1e-5, false));
-        assert!(r.transpose_no_grad(&g).allclose(&g.matmul(&m), 1e-5, 1e-5, false));
+    fn fwht_is_the_hadamard_matrix() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        fwht(&mut x);
+        // H_4 = [[1,1,1,1],[1,-1,1,-1],[1,1,-1,-1],[1,-1,-1,1]].
+        assert_eq!(x, [10.0, -2.0, -4.0, 0.0]);
+        fwht(&mut x);
+        assert_eq!(x, [4.0, 8.0, 12.0, 16.0], "H H = n I");
     }
 
     #[test]
-    fn fused_divergence_matches_autograd() {
+    fn row_projections_are_their_matrix_and_its_transpose() {
+        for (dim, d0) in [(50, 16), (12, 40)] {
+            for (kind, r) in projections(dim, d0).into_iter().skip(1) {
+                let FusedProjection::Rows(rows) = r.fused() else {
+                    panic!("{kind:?} works by rows")
+                };
+                let m = r.matrix();
+                let u = Tensor::randn([7, dim], (Kind::Float, Device::Cpu));
+                let g = Tensor::randn([7, d0], (Kind::Float, Device::Cpu));
+                let mut scratch = vec![0f32; rows.scratch_len()];
+                let mut scratch_t = scratch.clone();
+                let z = by_rows(&u, d0 as usize, |a, b| rows.forward_row(a, b, &mut scratch));
+                let t = by_rows(&g, dim as usize, |a, b| rows.transpose_row(a, b, &mut scratch_t));
+                assert!(
+                    z.allclose(&u.matmul(&m.tr()), 1e-5, 1e-5, false),
+                    "{kind:?} forward"
+                );
+                assert!(t.allclose(&g.matmul(&m), 1e-5, 1e-5, false), "{kind:?} transpose");
+            }
+        }
+    }
+
+    /// The fused pass gives the value, log q and gradient that autograd gives through
+    /// the reference formulas (same mask), for every projection and both temperatures.
+    #[test]
+    fn fused_pass_matches_autograd() {
         tch::manual_seed(4);
-        for tau in [1.0, 0.5] {
-            let z = (Tensor::randn([37, 64], (Kind::Float, Device::Cpu)) * 3.0).set_requires_grad(true);
-            let log_p = Tensor::randn([37, 64], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
-            let reference = bhattacharyya_distance(&log_posterior(&z, tau), &log_p);
-            reference.backward();
-            let fused = bhattacharyya_fused(&z, &log_p, tau);
-            let close = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-4, 1e-6, false);
-            assert!(
-                close(&fused.distance, &reference.detach()),
-                "{} vs {}",
-                fused.distance,
-                reference
+        let spec = MaskSpec {
+            p: 0.2,
+            seed: 9,
+            step: 3,
+        };
+        for (kind, r) in projections(70, 48) {
+            for (tau, mask) in [(1.0, Some(spec)), (0.5, None)] {
+                let u = (Tensor::randn([37, 70], (Kind::Float, Device::Cpu)) * 2.0).set_requires_grad(true);
+                let log_p = Tensor::randn([37, 48], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+                let u_bar = match mask {
+                    Some(spec) => &u * spec.mask(&[37, 70]),
+                    None => u.shallow_clone(),
+                };
+                let log_q = log_posterior(&r.apply(&u_bar), tau);
+                let reference = bhattacharyya_distance(&log_q, &log_p);
+                reference.backward();
+                let fused = fused_divergence(&u, &log_p, r.fused(), mask, tau);
+                let close = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-4, 1e-6, false);
+                assert!(close(&fused.distance, &reference.detach()), "{kind:?} distance");
+                // log q to f32 rounding of z/τ − logsumexp (|z/τ| up to ~30 here).
+                let close_log = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-4, 1e-5, false);
+                assert!(close_log(&fused.log_q, &log_q.detach()), "{kind:?} log q");
+                assert!(close(&fused.grad_u, &u.grad()), "{kind:?} gradients differ");
+                let posterior = fused_posterior(&u, r.fused(), mask, tau);
+                assert!(close_log(&posterior, &log_q.detach()), "{kind:?} posterior");
+            }
+        }
+    }
+
+    /// Central differences of the reference formula in f64 (same mask, same R) agree
+    /// with the fused pass's f32 gradient.
+    #[test]
+    fn fused_gradient_matches_finite_differences() {
+        tch::manual_seed(5);
+        let spec = MaskSpec {
+            p: 0.3,
+            seed: 2,
+            step: 0,
+        };
+        let (n, dim, d0, tau) = (6, 20, 16, 0.8);
+        for (kind, r) in projections(dim, d0) {
+            let u = Tensor::randn([n, dim], (Kind::Float, Device::Cpu));
+            let log_p = Tensor::randn([n, d0], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+            let fused = fused_divergence(&u, &log_p, r.fused(), Some(spec), tau);
+            let (m, mask) = (
+                r.matrix().to_kind(Kind::Double),
+                spec.mask(&[n, dim]).to_kind(Kind::Double),
             );
-            assert!(close(&fused.log_q, &log_posterior(&z.detach(), tau)));
-            assert!(close(&fused.grad_z, &z.grad()), "gradients differ");
+            let log_p = log_p.to_kind(Kind::Double);
+            let d = |u: &Tensor| {
+                let z = (u * &mask).matmul(&m.tr());
+                bhattacharyya_distance(&(z / tau).log_softmax(-1, Kind::Double), &log_p).double_value(&[])
+            };
+            let u = u.to_kind(Kind::Double);
+            for (i, j) in [(0, 0), (1, 7), (3, 19), (5, 11)] {
+                let bumped = |e: f64| {
+                    let v = u.copy();
+                    let _ = v.get(i).get(j).fill_(u.double_value(&[i, j]) + e);
+                    d(&v)
+                };
+                let numeric = (bumped(1e-6) - bumped(-1e-6)) / 2e-6;
+                let analytic = fused.grad_u.double_value(&[i, j]);
+                assert!(
+                    (numeric - analytic).abs() < 1e-6 + 1e-3 * numeric.abs(),
+                    "{kind:?} ({i},{j}): {numeric} vs {analytic}"
+                );
+            }
+        }
+    }
+
+    /// Every row's numbers depend on that row alone: the same bits for any split.
+    #[test]
+    fn fused_pass_does_not_depend_on_the_thread_split() {
+        let spec = MaskSpec {
+            p: 0.1,
+            seed: 7,
+            step: 2,
+        };
+        let u = Tensor::randn([29, 64], (Kind::Float, Device::Cpu));
+        let log_p = Tensor::randn([29, 32], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+        for (kind, r) in projections(64, 32) {
+            let run = |threads| fused_pass(&u, Some(&log_p), r.fused(), Some(spec), 1.0, threads);
+            let one = run(1);
+            let (d1, g1) = one.divergence.unwrap();
+            for threads in [2, 3, 8] {
+                let other = run(threads);
+                let (d, g) = other.divergence.unwrap();
+                assert!(other.log_q.equal(&one.log_q), "{kind:?} log q, {threads} threads");
+                assert!(
+                    d.equal(&d1) && g.equal(&g1),
+                    "{kind:?} gradient, {threads} threads"
+                );
+            }
         }
     }
 }
