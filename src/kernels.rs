@@ -83,42 +83,129 @@ impl MaskSpec {
     }
 }
 
-/// A fixed projection R ∈ ℝ^{d0×dim} that the fused pass applies one row at a time.
+/// How many rows the row projections work on at once. A tile holds them interleaved
+/// (element j of row r at j·TILE + r), so that every step of the projection is the
+/// same operation on TILE lanes, which the compiler vectorises; each lane's numbers
+/// are those of its row alone.
+pub const TILE: usize = 8;
+
+/// A fixed projection R ∈ ℝ^{d0×dim} that the fused pass applies to tiles of rows.
 pub trait RowProjection: Sync {
     /// (dim, d0): the input and output lengths.
     fn dims(&self) -> (usize, usize);
-    /// Length of the scratch buffer `forward_row` and `transpose_row` need.
+    /// Length of the scratch buffer `forward_tile` and `transpose_tile` need.
     fn scratch_len(&self) -> usize;
-    /// z = R u for one row u (length dim) into z (length d0).
-    fn forward_row(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]);
-    /// out = R^T g for one row g (length d0) into out (length dim).
-    fn transpose_row(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]);
+    /// z = R u for a tile: u is [dim][TILE], z is [d0][TILE].
+    fn forward_tile(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]);
+    /// out = R^T g for a tile: g is [d0][TILE], out is [dim][TILE].
+    fn transpose_tile(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]);
+
+    /// R u for rows u (row-major [n, dim] → [n, d0]), on this thread.
+    fn forward_rows(&self, u: &[f32]) -> Vec<f32> {
+        let (dim, d0) = self.dims();
+        by_tiles(u, dim, d0, self.scratch_len(), |a, b, s| {
+            self.forward_tile(a, b, s)
+        })
+    }
+
+    /// R^T g for rows g (row-major [n, d0] → [n, dim]), on this thread.
+    fn transpose_rows(&self, g: &[f32]) -> Vec<f32> {
+        let (dim, d0) = self.dims();
+        by_tiles(g, d0, dim, self.scratch_len(), |a, b, s| {
+            self.transpose_tile(a, b, s)
+        })
+    }
 }
 
-/// A sparse projection as plain vectors: for input coordinate j, its k categories
-/// `buckets[s·dim + j]` and signed values `values[s·dim + j]`, s in 0..k.
+/// Writes `row` into lane `lane` of `tile` ([row.len()][TILE]).
+fn set_lane(tile: &mut [f32], lane: usize, row: &[f32]) {
+    for (t, &v) in tile.chunks_exact_mut(TILE).zip(row) {
+        t[lane] = v;
+    }
+}
+
+/// Reads lane `lane` of `tile` ([row.len()][TILE]) into `row`.
+fn get_lane(tile: &[f32], lane: usize, row: &mut [f32]) {
+    for (v, t) in row.iter_mut().zip(tile.chunks_exact(TILE)) {
+        *v = t[lane];
+    }
+}
+
+/// `f(input tile, output tile, scratch)` over row-major rows of `in_len`, tile by
+/// tile, into row-major rows of `out_len`.
+fn by_tiles(
+    x: &[f32],
+    in_len: usize,
+    out_len: usize,
+    scratch_len: usize,
+    f: impl Fn(&[f32], &mut [f32], &mut [f32]),
+) -> Vec<f32> {
+    let mut out = vec![0f32; x.len() / in_len.max(1) * out_len];
+    let (mut a, mut b) = (vec![0f32; in_len * TILE], vec![0f32; out_len * TILE]);
+    let mut scratch = vec![0f32; scratch_len];
+    for (xs, ys) in x.chunks(TILE * in_len).zip(out.chunks_mut(TILE * out_len)) {
+        xs.chunks(in_len)
+            .enumerate()
+            .for_each(|(r, row)| set_lane(&mut a, r, row));
+        f(&a, &mut b, &mut scratch);
+        ys.chunks_mut(out_len)
+            .enumerate()
+            .for_each(|(r, row)| get_lane(&b, r, row));
+    }
+    out
+}
+
+/// A sparse projection as plain vectors, in two layouts so that both products are
+/// gathers (each output accumulated in a register, no scattered stores):
+/// - by category c (CSR): the nonzeros (j, R_cj) of row c of R, for z = R u;
+/// - by input j: its k nonzeros (c, R_cj), for R^T g.
 #[derive(Debug, Clone)]
 pub struct SparseTable {
     dim: usize,
     d0: usize,
-    buckets: Vec<usize>,
-    values: Vec<f32>,
+    k: usize,
+    /// Row c of R is `row_inputs/row_values[row_starts[c]..row_starts[c + 1]]`.
+    row_starts: Vec<usize>,
+    row_inputs: Vec<u32>,
+    row_values: Vec<f32>,
+    /// Column j of R is `column_rows/column_values[j·k..(j + 1)·k]`.
+    column_rows: Vec<u32>,
+    column_values: Vec<f32>,
 }
 
 impl SparseTable {
-    /// The table of a sparse projection of `dim` inputs onto `d0` categories.
+    /// The table of a sparse projection of `dim` inputs onto `d0` categories, given
+    /// as k slices: input j's s-th nonzero is in category `buckets[s·dim + j]` with
+    /// value `values[s·dim + j]`.
     pub fn new(dim: usize, d0: usize, buckets: &[i64], values: &[f32]) -> Self {
+        let k = buckets.len() / dim.max(1);
+        let (mut column_rows, mut column_values) = (vec![0u32; dim * k], vec![0f32; dim * k]);
+        let mut rows: Vec<Vec<(u32, f32)>> = vec![vec![]; d0];
+        for (e, (&c, &v)) in buckets.iter().zip(values).enumerate() {
+            let (s, j) = (e / dim, e % dim);
+            column_rows[j * k + s] = c as u32;
+            column_values[j * k + s] = v;
+            rows[c as usize].push((j as u32, v));
+        }
+        let mut row_starts = vec![0];
+        let (mut row_inputs, mut row_values) = (vec![], vec![]);
+        for row in rows {
+            for (j, v) in row {
+                row_inputs.push(j);
+                row_values.push(v);
+            }
+            row_starts.push(row_inputs.len());
+        }
         Self {
             dim,
             d0,
-            buckets: buckets.iter().map(|&b| b as usize).collect(),
-            values: values.to_vec(),
+            k,
+            row_starts,
+            row_inputs,
+            row_values,
+            column_rows,
+            column_values,
         }
-    }
-
-    /// The k (buckets, values) slices.
-    fn slices(&self) -> impl Iterator<Item = (&[usize], &[f32])> {
-        self.buckets.chunks(self.dim).zip(self.values.chunks(self.dim))
     }
 }
 
@@ -131,23 +218,39 @@ impl RowProjection for SparseTable {
         0
     }
 
-    /// z_b = Σ_{j: bucket(j) = b} value_j u_j, a scatter over the k·dim nonzeros.
-    fn forward_row(&self, u: &[f32], z: &mut [f32], _: &mut [f32]) {
-        z.fill(0.0);
-        for (b, v) in self.slices() {
-            for j in 0..self.dim {
-                z[b[j]] += v[j] * u[j];
+    /// z_c = Σ_{j: R_cj ≠ 0} R_cj u_j, for each lane.
+    fn forward_tile(&self, u: &[f32], z: &mut [f32], _: &mut [f32]) {
+        for (z, range) in z.chunks_exact_mut(TILE).zip(self.row_starts.windows(2)) {
+            let mut acc = [0f32; TILE];
+            let (inputs, values) = (
+                &self.row_inputs[range[0]..range[1]],
+                &self.row_values[range[0]..range[1]],
+            );
+            for (&j, &v) in inputs.iter().zip(values) {
+                let uj = &u[j as usize * TILE..][..TILE];
+                for (a, &x) in acc.iter_mut().zip(uj) {
+                    *a += v * x;
+                }
             }
+            z.copy_from_slice(&acc);
         }
     }
 
-    /// out_j = Σ_s value_{s,j} g_{bucket(s,j)}, a gather over the same nonzeros.
-    fn transpose_row(&self, g: &[f32], out: &mut [f32], _: &mut [f32]) {
-        out.fill(0.0);
-        for (b, v) in self.slices() {
-            for j in 0..self.dim {
-                out[j] += v[j] * g[b[j]];
+    /// out_j = Σ_{c: R_cj ≠ 0} R_cj g_c, for each lane.
+    fn transpose_tile(&self, g: &[f32], out: &mut [f32], _: &mut [f32]) {
+        let columns = self
+            .column_rows
+            .chunks_exact(self.k)
+            .zip(self.column_values.chunks_exact(self.k));
+        for (o, (rows, values)) in out.chunks_exact_mut(TILE).zip(columns) {
+            let mut acc = [0f32; TILE];
+            for (&c, &v) in rows.iter().zip(values) {
+                let gc = &g[c as usize * TILE..][..TILE];
+                for (a, &x) in acc.iter_mut().zip(gc) {
+                    *a += v * x;
+                }
             }
+            o.copy_from_slice(&acc);
         }
     }
 }
@@ -188,10 +291,11 @@ impl SrhtTable {
     }
 }
 
-/// The in-place fast Walsh–Hadamard transform x ← H x (unnormalised, len a power of
-/// two): log2(len) rounds of butterflies (a, b) → (a + b, a − b).
-pub fn fwht(x: &mut [f32]) {
-    let mut h = 1;
+/// The in-place fast Walsh–Hadamard transform x ← H x (unnormalised) of `lanes`
+/// interleaved vectors (x is [n][lanes], n a power of two): log2(n) rounds of
+/// butterflies (a, b) → (a + b, a − b).
+pub fn fwht(x: &mut [f32], lanes: usize) {
+    let mut h = lanes;
     while h < x.len() {
         for block in x.chunks_mut(2 * h) {
             let (a, b) = block.split_at_mut(h);
@@ -211,33 +315,44 @@ impl RowProjection for SrhtTable {
     }
 
     fn scratch_len(&self) -> usize {
-        self.padded
+        self.padded * TILE
     }
 
-    /// z = S H (D u / √d0, zero-padded).
-    fn forward_row(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
-        let dim = self.signs.len();
-        let x = &mut scratch[..self.padded];
-        for ((x, &s), &u) in x.iter_mut().zip(&self.signs).zip(u) {
-            *x = s * u;
+    /// z = S H (D u / √d0, zero-padded), for each lane.
+    fn forward_tile(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
+        let x = &mut scratch[..self.padded * TILE];
+        for ((x, &s), u) in x
+            .chunks_exact_mut(TILE)
+            .zip(&self.signs)
+            .zip(u.chunks_exact(TILE))
+        {
+            for (x, &u) in x.iter_mut().zip(u) {
+                *x = s * u;
+            }
         }
-        x[dim..].fill(0.0);
-        fwht(x);
-        for (z, &r) in z.iter_mut().zip(&self.rows) {
-            *z = x[r];
+        x[self.signs.len() * TILE..].fill(0.0);
+        fwht(x, TILE);
+        for (z, &r) in z.chunks_exact_mut(TILE).zip(&self.rows) {
+            z.copy_from_slice(&x[r * TILE..][..TILE]);
         }
     }
 
     /// R^T g = D H S^T g / √d0 (H is symmetric), the first dim coordinates.
-    fn transpose_row(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
-        let x = &mut scratch[..self.padded];
+    fn transpose_tile(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        let x = &mut scratch[..self.padded * TILE];
         x.fill(0.0);
-        for (&g, &r) in g.iter().zip(&self.rows) {
-            x[r] = g;
+        for (g, &r) in g.chunks_exact(TILE).zip(&self.rows) {
+            x[r * TILE..][..TILE].copy_from_slice(g);
         }
-        fwht(x);
-        for ((o, &s), &x) in out.iter_mut().zip(&self.signs).zip(x.iter()) {
-            *o = s * x;
+        fwht(x, TILE);
+        for ((o, &s), x) in out
+            .chunks_exact_mut(TILE)
+            .zip(&self.signs)
+            .zip(x.chunks_exact(TILE))
+        {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = s * x;
+            }
         }
     }
 }
@@ -328,32 +443,47 @@ fn fused_pass(
             buffers.extend(grad.as_mut().map(|g| (f32_slice_mut(g), dim)));
             par_rows(n, threads, buffers, |first, count, parts| {
                 let mut scratch = vec![0f32; r.scratch_len()];
-                let (mut m, mut u_bar) = (vec![0f32; dim], vec![0f32; dim]);
+                let mut m = vec![0f32; TILE * dim];
+                let (mut u_tile, mut out_tile) = (vec![0f32; dim * TILE], vec![0f32; dim * TILE]);
+                let (mut z_tile, mut g_tile) = (vec![0f32; d0 * TILE], vec![0f32; d0 * TILE]);
                 let (mut z, mut q, mut gz) = (vec![0f32; d0], vec![0f32; d0], vec![0f32; d0]);
                 let [log_q, dist, grad @ ..] = parts else {
                     unreachable!()
                 };
-                for i in 0..count {
-                    let k = first + i;
-                    let u_row = &us[k * dim..(k + 1) * dim];
-                    let input = match mask {
-                        Some(spec) => {
-                            spec.fill_row(k, &mut m);
-                            for ((b, &m), &u) in u_bar.iter_mut().zip(&m).zip(u_row) {
-                                *b = m * u;
+                for t in (0..count).step_by(TILE) {
+                    let rows = TILE.min(count - t);
+                    for i in 0..rows {
+                        let k = first + t + i;
+                        let u_row = &us[k * dim..(k + 1) * dim];
+                        match mask {
+                            Some(spec) => {
+                                let m = &mut m[i * dim..(i + 1) * dim];
+                                spec.fill_row(k, m);
+                                let lanes = u_tile.chunks_exact_mut(TILE);
+                                for ((lane, &m), &u) in lanes.zip(m.iter()).zip(u_row) {
+                                    lane[i] = m * u;
+                                }
                             }
-                            &u_bar[..]
+                            None => set_lane(&mut u_tile, i, u_row),
                         }
-                        None => u_row,
-                    };
-                    r.forward_row(input, &mut z, &mut scratch);
-                    let log_q = &mut log_q[i * d0..(i + 1) * d0];
-                    dist[i] = row.finish(k, &z, log_q, &mut q, &mut gz);
+                    }
+                    r.forward_tile(&u_tile, &mut z_tile, &mut scratch);
+                    for i in 0..rows {
+                        get_lane(&z_tile, i, &mut z);
+                        let log_q = &mut log_q[(t + i) * d0..(t + i + 1) * d0];
+                        dist[t + i] = row.finish(first + t + i, &z, log_q, &mut q, &mut gz);
+                        set_lane(&mut g_tile, i, &gz);
+                    }
                     if let [grad] = grad {
-                        let g = &mut grad[i * dim..(i + 1) * dim];
-                        r.transpose_row(&gz, g, &mut scratch);
-                        if mask.is_some() {
-                            g.iter_mut().zip(&m).for_each(|(g, m)| *g *= m);
+                        r.transpose_tile(&g_tile, &mut out_tile, &mut scratch);
+                        for i in 0..rows {
+                            let g = &mut grad[(t + i) * dim..(t + i + 1) * dim];
+                            get_lane(&out_tile, i, g);
+                            if mask.is_some() {
+                                g.iter_mut()
+                                    .zip(&m[i * dim..(i + 1) * dim])
+                                    .for_each(|(g, m)| *g *= m);
+                            }
                         }
                     }
                 }
@@ -442,34 +572,81 @@ impl Row<'_> {
     /// g = (q − w)/(2τN) into `grad_z` and D_B(q, p) = −logsumexp(s) returned (0
     /// without one). `q` is scratch. Two exponentials per category.
     fn finish(&self, k: usize, z: &[f32], log_q: &mut [f32], q: &mut [f32], grad_z: &mut [f32]) -> f32 {
-        let max = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * self.inv_tau;
-        let mut sum = 0f32;
+        let z_max = max(z) * self.inv_tau;
         for (q, &z) in q.iter_mut().zip(z) {
-            *q = (z * self.inv_tau - max).exp();
-            sum += *q;
+            *q = exp(z * self.inv_tau - z_max);
         }
-        let lse = max + sum.ln();
+        let q_sum = sum(q);
+        let lse = z_max + q_sum.ln();
         for (l, &z) in log_q.iter_mut().zip(z) {
             *l = z * self.inv_tau - lse;
         }
         let Some(prior) = self.prior else { return 0.0 };
         let log_p = &prior[k * self.d0..(k + 1) * self.d0];
-        let mut s_max = f32::NEG_INFINITY;
         for ((s, &lq), &lp) in grad_z.iter_mut().zip(log_q.iter()).zip(log_p) {
             *s = 0.5 * (lq + lp);
-            s_max = s_max.max(*s);
         }
-        let mut s_sum = 0f32;
+        let s_max = max(grad_z);
         for s in grad_z.iter_mut() {
-            *s = (*s - s_max).exp();
-            s_sum += *s;
+            *s = exp(*s - s_max);
         }
-        let (q_scale, w_scale) = (self.scale / sum, self.scale / s_sum);
+        let s_sum = sum(grad_z);
+        let (q_scale, w_scale) = (self.scale / q_sum, self.scale / s_sum);
         for (g, &q) in grad_z.iter_mut().zip(q.iter()) {
             *g = q * q_scale - *g * w_scale;
         }
         -(s_max + s_sum.ln())
     }
+}
+
+/// Σ x with eight running sums (so that the loop vectorises; fixed order, hence
+/// the same bits on every call).
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, &c) in acc.iter_mut().zip(c) {
+            *a += c;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// max x (−∞ for no values), eight running maxima as in [`sum`].
+fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for c in chunks {
+        for (a, &c) in acc.iter_mut().zip(c) {
+            *a = a.max(c);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| a.max(b))
+}
+
+/// e^x in f32 to ~2 ulp, branch-free so that loops over it vectorise (libm's expf
+/// does not): x = n·ln 2 + r with n = round(x·log2 e) (the 1.5·2^23 trick) and
+/// |r| ≤ ln 2 / 2, e^r by Cephes' degree-7 polynomial, 2^n put in the exponent bits;
+/// x is clamped to [−87, 88], so results stay normal (e^−87 ≈ 1.6e−38).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = p * r + c;
+    }
+    // t's low mantissa bits hold n + 2^22: n + 127 without a float-to-int conversion.
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+    (p * r * r + r + 1.0) * scale
 }
 
 /// u detached as a contiguous f32 CPU tensor.
@@ -563,19 +740,9 @@ mod tests {
         ]
     }
 
-    /// `f` applied to every row of `x` (f32, [N, cols]) into rows of `out_len`.
-    fn by_rows(x: &Tensor, out_len: usize, mut f: impl FnMut(&[f32], &mut [f32])) -> Tensor {
-        let x = cpu_f32(x);
-        let n = x.size()[0] as usize;
-        let mut out = empty(n, out_len);
-        let ys = f32_slice_mut(&mut out);
-        for (a, b) in f32_slice(&x)
-            .chunks(x.size()[1] as usize)
-            .zip(ys.chunks_mut(out_len))
-        {
-            f(a, b);
-        }
-        out
+    /// The values of a tensor as a Vec<f32>.
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap()
     }
 
     #[test]
@@ -597,12 +764,43 @@ mod tests {
     }
 
     #[test]
+    fn exp_is_accurate_and_sum_max_are_exact_enough() {
+        for i in 0..=20_000 {
+            let x = -87.0 + 175.0 * i as f32 / 20_000.0;
+            let (fast, exact) = (exp(x) as f64, (x as f64).exp());
+            assert!(
+                (fast - exact).abs() <= 3e-7 * exact,
+                "exp({x}) = {fast}, not {exact}"
+            );
+        }
+        assert!(
+            exp(-1000.0) == exp(-87.0) && exp(-1000.0).is_normal(),
+            "clamped below"
+        );
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin()).collect();
+        assert!((sum(&x) - x.iter().sum::<f32>()).abs() < 1e-5);
+        assert_eq!(max(&x), x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
+    }
+
+    #[test]
     fn fwht_is_the_hadamard_matrix() {
+        // H_ij = (−1)^popcount(i & j): FWHT of e_j is column j, in every lane.
+        for (n, lanes) in [(1usize, 1usize), (2, 1), (4, 3), (8, 1), (32, 8)] {
+            for j in 0..n {
+                let mut x = vec![0f32; n * lanes];
+                x[j * lanes..(j + 1) * lanes].fill(1.0);
+                fwht(&mut x, lanes);
+                for (i, h) in x.chunks(lanes).enumerate() {
+                    let expected = if (i & j).count_ones() % 2 == 0 { 1.0 } else { -1.0 };
+                    assert!(h.iter().all(|&h| h == expected), "n = {n}, H[{i}][{j}]");
+                }
+            }
+        }
         let mut x = [1.0f32, 2.0, 3.0, 4.0];
-        fwht(&mut x);
+        fwht(&mut x, 1);
         // H_4 = [[1,1,1,1],[1,-1,1,-1],[1,1,-1,-1],[1,-1,-1,1]].
         assert_eq!(x, [10.0, -2.0, -4.0, 0.0]);
-        fwht(&mut x);
+        fwht(&mut x, 1);
         assert_eq!(x, [4.0, 8.0, 12.0, 16.0], "H H = n I");
     }
 
@@ -614,12 +812,10 @@ mod tests {
                     panic!("{kind:?} works by rows")
                 };
                 let m = r.matrix();
-                let u = Tensor::randn([7, dim], (Kind::Float, Device::Cpu));
-                let g = Tensor::randn([7, d0], (Kind::Float, Device::Cpu));
-                let mut scratch = vec![0f32; rows.scratch_len()];
-                let mut scratch_t = scratch.clone();
-                let z = by_rows(&u, d0 as usize, |a, b| rows.forward_row(a, b, &mut scratch));
-                let t = by_rows(&g, dim as usize, |a, b| rows.transpose_row(a, b, &mut scratch_t));
+                let u = Tensor::randn([19, dim], (Kind::Float, Device::Cpu));
+                let g = Tensor::randn([19, d0], (Kind::Float, Device::Cpu));
+                let z = Tensor::from_slice(&rows.forward_rows(&values(&u))).reshape([-1, d0]);
+                let t = Tensor::from_slice(&rows.transpose_rows(&values(&g))).reshape([-1, dim]);
                 assert!(
                     z.allclose(&u.matmul(&m.tr()), 1e-5, 1e-5, false),
                     "{kind:?} forward"

@@ -134,13 +134,8 @@ impl Projection {
         rows.sort_unstable();
         let table = kernels::SrhtTable::new(&signs, &rows);
         // R^T's row j is R e_j.
-        let mut matrix_t = vec![0f32; (in_dim * d0) as usize];
-        let (mut e, mut scratch) = (vec![0f32; in_dim as usize], vec![0f32; table.scratch_len()]);
-        for (j, column) in matrix_t.chunks_mut(d0 as usize).enumerate() {
-            e[j] = 1.0;
-            table.forward_row(&e, column, &mut scratch);
-            e[j] = 0.0;
-        }
+        let eye = Tensor::eye(in_dim, (Kind::Float, Device::Cpu));
+        let matrix_t = table.forward_rows(&Vec::<f32>::try_from(eye.flatten(0, -1)).expect("f32"));
         let matrix_t = Tensor::from_slice(&matrix_t)
             .reshape([in_dim, d0])
             .to_device(device);
