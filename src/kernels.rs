@@ -57,13 +57,20 @@ impl MaskSpec {
     pub fn fill_row(&self, row: usize, out: &mut [f32]) {
         let seed = mix(mix(mix(self.seed) ^ self.step) ^ row as u64);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let threshold = (self.p * 65536.0).round() as u64;
+        let threshold = (self.p * 65536.0).round() as u32;
         let keep = (1.0 / (1.0 - self.p)) as f32;
-        for chunk in out.chunks_mut(4) {
-            let mut bits = rng.next_u64();
-            for v in chunk {
-                *v = if bits & 0xFFFF >= threshold { keep } else { 0.0 };
-                bits >>= 16;
+        // 64 draws at a time: 16 generator outputs cut into their four 16-bit parts
+        // (lowest first), then one compare per entry, which vectorises.
+        let mut draws = [0u16; 64];
+        for chunk in out.chunks_mut(64) {
+            for four in draws.chunks_exact_mut(4) {
+                let bits = rng.next_u64();
+                for (q, d) in four.iter_mut().enumerate() {
+                    *d = (bits >> (16 * q)) as u16;
+                }
+            }
+            for (v, &d) in chunk.iter_mut().zip(&draws) {
+                *v = if d as u32 >= threshold { keep } else { 0.0 };
             }
         }
     }
