@@ -325,6 +325,10 @@ pub enum ProjectionKind {
     Gaussian,
     /// Sparse JL: `sparse_nonzeros` entries ±1/√k per input coordinate.
     Sparse,
+    /// Subsampled randomized Hadamard transform S H D / √d0: random signs, a fast
+    /// Walsh–Hadamard transform of the input zero-padded to a power of two ≥ d0, d0
+    /// of its outputs kept uniformly at random (entries ±1/√d0).
+    Srht,
 }
 
 /// Objective section (see docs/method.md).

@@ -10,12 +10,11 @@
 //! here knows what a block contains: it sees only the pooled output u_i.
 
 use crate::config::{HeadKind, ObjectiveConfig, ProjectionKind};
-use crate::kernels;
+use crate::kernels::{self, RowProjection};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use rand_xoshiro::Xoshiro256PlusPlus;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 /// Seed of block `index`'s projection (index 0 is the input's), from the run seed.
@@ -44,13 +43,17 @@ fn gaussian_matrix(rows: i64, cols: i64, std: f64, seed: u64, device: Device) ->
 
 /// The fixed random projection R ∈ ℝ^{d0 × dim(u)}, never trained, drawn from a seed.
 ///
-/// Two geometry-preserving (Johnson–Lindenstrauss) constructions, both with
+/// Three geometry-preserving (Johnson–Lindenstrauss) constructions, all with
 /// E‖Ru‖² = ‖u‖²:
 /// - `gaussian`: dense, entries N(0, 1/d0); `u R^T` is one matrix product, costing
 ///   2·d0·dim(u) FLOPs per example forward and again backward.
 /// - `sparse`: each input coordinate goes to `k` of the d0 categories (one in each of
 ///   k equal slices of 0..d0) with random signs ±1/√k (a sparse JL transform, k = 1
 ///   is CountSketch); computed as an index-add, costing k·dim(u) additions per example.
+/// - `srht`: a subsampled randomized Hadamard transform R = S H D / √d0 (random signs
+///   D, Walsh–Hadamard H on u zero-padded to n = 2^⌈log2 max(dim(u), d0)⌉, d0 of its n
+///   rows kept uniformly at random by S; entries ±1/√d0): n·log2(n) additions per
+///   example (see `kernels::SrhtTable`).
 #[derive(Debug)]
 pub struct Projection {
     /// Seed the matrix was drawn from (recorded in checkpoints).
@@ -70,6 +73,12 @@ enum ProjectionMatrix {
         buckets: Tensor,
         values: Tensor,
         table: kernels::SparseTable,
+    },
+    /// The SRHT as its CPU kernel, and R^T ([dim, d0]) dense for autograd and other
+    /// devices.
+    Srht {
+        table: kernels::SrhtTable,
+        matrix_t: Tensor,
     },
 }
 
@@ -113,18 +122,42 @@ impl Projection {
         }
     }
 
+    /// Draws an SRHT R = S H D / √d0 of `in_dim` inputs onto `d0` categories: the
+    /// in_dim signs of D, then the d0 kept rows of H (a uniform subset of 0..n).
+    pub fn srht(in_dim: i64, d0: i64, seed: u64, device: Device) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let signs: Vec<f32> = (0..in_dim)
+            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .collect();
+        let padded = kernels::SrhtTable::padded_len(in_dim as usize, d0 as usize);
+        let mut rows = rand::seq::index::sample(&mut rng, padded, d0 as usize).into_vec();
+        rows.sort_unstable();
+        let table = kernels::SrhtTable::new(&signs, &rows);
+        // R^T's row j is R e_j.
+        let eye = Tensor::eye(in_dim, (Kind::Float, Device::Cpu));
+        let matrix_t = table.forward_rows(&Vec::<f32>::try_from(eye.flatten(0, -1)).expect("f32"));
+        let matrix_t = Tensor::from_slice(&matrix_t)
+            .reshape([in_dim, d0])
+            .to_device(device);
+        Self {
+            seed,
+            kind: ProjectionMatrix::Srht { table, matrix_t },
+        }
+    }
+
     /// The projection `config` asks for.
     pub fn new(config: &ObjectiveConfig, in_dim: i64, seed: u64, device: Device) -> Self {
         match config.projection {
             ProjectionKind::Gaussian => Self::gaussian(in_dim, config.d0, seed, device),
             ProjectionKind::Sparse => Self::sparse(in_dim, config.d0, config.sparse_nonzeros, seed, device),
+            ProjectionKind::Srht => Self::srht(in_dim, config.d0, seed, device),
         }
     }
 
-    /// R u for a batch of pooled features u ([N, dim(u)] → [N, d0]).
+    /// R u for a batch of pooled features u ([N, dim(u)] → [N, d0]), with autograd.
     pub fn apply(&self, u: &Tensor) -> Tensor {
         match &self.kind {
-            ProjectionMatrix::Dense(matrix_t) => u.matmul(matrix_t),
+            ProjectionMatrix::Dense(matrix_t) | ProjectionMatrix::Srht { matrix_t, .. } => u.matmul(matrix_t),
             ProjectionMatrix::Sparse {
                 d0,
                 k,
@@ -140,44 +173,44 @@ impl Projection {
         }
     }
 
-    /// R u and, for a gradient g with respect to R u, the gradient R^T g with respect to
-    /// u: the two products the fused divergence path needs, without autograd (CPU
-    /// kernels for `sparse`).
-    pub fn apply_no_grad(&self, u: &Tensor) -> Tensor {
+    /// R as the fused CPU pass applies it: row by row (`sparse`, `srht`), or as the
+    /// dense R^T between row passes (`gaussian`). CPU only.
+    pub fn fused(&self) -> kernels::FusedProjection<'_> {
         match &self.kind {
-            ProjectionMatrix::Sparse { table, .. } if u.device() == Device::Cpu => table.forward(u),
-            _ => tch::no_grad(|| self.apply(u)),
+            ProjectionMatrix::Dense(matrix_t) => kernels::FusedProjection::Dense(matrix_t),
+            ProjectionMatrix::Sparse { table, .. } => kernels::FusedProjection::Rows(table),
+            ProjectionMatrix::Srht { table, .. } => kernels::FusedProjection::Rows(table),
         }
     }
 
-    /// R^T g ([N, d0] → [N, dim(u)]), see [`Projection::apply_no_grad`].
-    pub fn transpose_no_grad(&self, g: &Tensor) -> Tensor {
+    /// Whether [`Projection::fused`] can run: R lives on the CPU.
+    fn on_cpu(&self) -> bool {
         match &self.kind {
-            ProjectionMatrix::Dense(matrix_t) => tch::no_grad(|| g.matmul(&matrix_t.tr())),
-            ProjectionMatrix::Sparse { table, .. } if g.device() == Device::Cpu => table.transpose(g),
-            ProjectionMatrix::Sparse {
-                buckets, values, k, ..
-            } => tch::no_grad(|| {
-                let dim = buckets.size()[0] / k;
-                (g.index_select(1, buckets) * values.tr())
-                    .reshape([-1, *k, dim])
-                    .sum_dim_intlist([1i64].as_slice(), false, g.kind())
-            }),
+            ProjectionMatrix::Dense(m) | ProjectionMatrix::Srht { matrix_t: m, .. } => {
+                m.device() == Device::Cpu
+            }
+            ProjectionMatrix::Sparse { buckets, .. } => buckets.device() == Device::Cpu,
         }
     }
 
-    /// FLOPs of `apply` on one example: 2·d0·dim(u) dense, 2·k·dim(u) sparse.
+    /// FLOPs of `apply` on one example: 2·d0·dim(u) dense, 2·k·dim(u) sparse,
+    /// n·log2(n) + dim(u) for the SRHT (its kernel, not the dense reference).
     pub fn flops_per_example(&self) -> f64 {
         match &self.kind {
             ProjectionMatrix::Dense(m) => 2.0 * m.numel() as f64,
             ProjectionMatrix::Sparse { buckets, .. } => 2.0 * buckets.numel() as f64,
+            ProjectionMatrix::Srht { table, .. } => {
+                let (dim, d0) = table.dims();
+                let n = kernels::SrhtTable::padded_len(dim, d0) as f64;
+                n * n.log2() + dim as f64
+            }
         }
     }
 
     /// R itself ([d0, dim(u)]).
     pub fn matrix(&self) -> Tensor {
         match &self.kind {
-            ProjectionMatrix::Dense(matrix_t) => matrix_t.tr(),
+            ProjectionMatrix::Dense(matrix_t) | ProjectionMatrix::Srht { matrix_t, .. } => matrix_t.tr(),
             ProjectionMatrix::Sparse { k, buckets, .. } => {
                 let dim = buckets.size()[0] / k;
                 self.apply(&Tensor::eye(dim, (Kind::Float, buckets.device())))
@@ -197,13 +230,16 @@ pub fn multiplicative_dropout(u: &Tensor, p: f64, train: bool) -> Tensor {
     }
 }
 
-/// Multiplicative dropout of rate p with its own seeded generator (so runs are
-/// reproducible and the mask costs little: see `kernels::bernoulli_mask`).
+/// Multiplicative dropout of rate p with its own seeded stream of masks (so runs are
+/// reproducible and the mask costs little: see `kernels::MaskSpec`): the t-th mask
+/// drawn in training is a function of (seed, t) alone, whichever path draws it.
 #[derive(Debug)]
 pub struct Dropout {
     /// Drop probability.
     pub p: f64,
-    rng: Mutex<Xoshiro256PlusPlus>,
+    seed: u64,
+    /// Masks drawn so far.
+    step: AtomicU64,
 }
 
 impl Dropout {
@@ -211,28 +247,26 @@ impl Dropout {
     pub fn new(p: f64, seed: u64) -> Self {
         Self {
             p,
-            rng: Mutex::new(Xoshiro256PlusPlus::seed_from_u64(seed ^ DROPOUT_SEED_SALT)),
+            seed: seed ^ DROPOUT_SEED_SALT,
+            step: AtomicU64::new(0),
         }
     }
 
     /// m ⊙ u in training (identity otherwise or when p = 0).
     pub fn apply(&self, u: &Tensor, train: bool) -> Tensor {
-        if train && self.p > 0.0 && u.device() != Device::Cpu {
-            return multiplicative_dropout(u, self.p, train);
-        }
-        match self.mask(u, train) {
-            Some(mask) => u * mask,
+        match self.next_mask(train) {
+            Some(_) if u.device() != Device::Cpu => multiplicative_dropout(u, self.p, train),
+            Some(spec) => u * spec.mask(&u.size()).to_kind(u.kind()),
             None => u.shallow_clone(),
         }
     }
 
-    /// The mask m/(1−p) for u on the CPU, or `None` when dropout is off.
-    pub fn mask(&self, u: &Tensor, train: bool) -> Option<Tensor> {
-        (train && self.p > 0.0).then(|| {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            kernels::bernoulli_mask(&u.size(), self.p, &mut rng)
-                .to_kind(u.kind())
-                .to_device(u.device())
+    /// The next mask of the stream (advancing it), or `None` when dropout is off.
+    pub fn next_mask(&self, train: bool) -> Option<kernels::MaskSpec> {
+        (train && self.p > 0.0).then(|| kernels::MaskSpec {
+            p: self.p,
+            seed: self.seed,
+            step: self.step.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -249,6 +283,18 @@ pub fn project(projection: &Projection, u: &Tensor, dropout: &Dropout, train: bo
 /// posterior over d0 categories, kept in log space.
 pub fn log_posterior(z: &Tensor, tau: f64) -> Tensor {
     (z / tau).log_softmax(-1, Kind::Float)
+}
+
+/// log q = log softmax(R(m ⊙ u)/τ) without gradient (the input's q_0): one fused
+/// pass on the CPU (`kernels::fused_posterior`), [`project`] and [`log_posterior`]
+/// elsewhere.
+pub fn posterior(projection: &Projection, u: &Tensor, dropout: &Dropout, tau: f64, train: bool) -> Tensor {
+    if u.device() == Device::Cpu && projection.on_cpu() {
+        let mask = dropout.next_mask(train);
+        kernels::fused_posterior(u, projection.fused(), mask, tau).to_kind(u.kind())
+    } else {
+        tch::no_grad(|| log_posterior(&project(projection, u, dropout, train), tau))
+    }
 }
 
 /// Bhattacharyya distance D_B(p, q) = −log Σ_c √(p_c q_c), averaged over the batch.
@@ -340,10 +386,10 @@ impl BlockObjective {
         project(projection, u, &self.dropout, train)
     }
 
-    /// The divergence term without autograd through the projection (CPU, linear head):
-    /// ū = m ⊙ sg(u), z = Rū, (D_B, log q, ∂D_B/∂z) from the fused kernel, then
-    /// ∂D_B/∂u = m ⊙ R^T ∂D_B/∂z, attached to the graph as (u · ∂D_B/∂u).sum().
-    /// Returns (D_B, that gradient term, log q).
+    /// The divergence term without autograd (CPU, f32): D_B, ∂D_B/∂u and log q from
+    /// one fused pass (`kernels::fused_divergence`), the gradient attached to the graph
+    /// as the dot product ⟨u, sg(∂D_B/∂u)⟩, whose gradient with respect to u is
+    /// ∂D_B/∂u. Returns (D_B, that gradient term, log q).
     fn fused_divergence(
         &self,
         projection: &Projection,
@@ -351,22 +397,13 @@ impl BlockObjective {
         log_prior: &Tensor,
         train: bool,
     ) -> Option<(Tensor, Tensor, Tensor)> {
-        if u.device() != Device::Cpu || u.kind() != Kind::Float {
+        if u.device() != Device::Cpu || u.kind() != Kind::Float || !projection.on_cpu() {
             return None;
         }
-        let mask = self.dropout.mask(u, train);
-        let u_bar = match &mask {
-            Some(m) => u.detach() * m,
-            None => u.detach(),
-        };
-        let z = projection.apply_no_grad(&u_bar);
-        let f = kernels::bhattacharyya_fused(&z, &log_prior.detach(), self.config.tau);
-        let g_bar = projection.transpose_no_grad(&f.grad_z);
-        let g_u = match &mask {
-            Some(m) => g_bar * m,
-            None => g_bar,
-        };
-        Some((f.distance, (u * g_u).sum(Kind::Float), f.log_q))
+        let mask = self.dropout.next_mask(train);
+        let f = kernels::fused_divergence(u, log_prior, projection.fused(), mask, self.config.tau);
+        let gradient_term = u.flatten(0, -1).dot(&f.grad_u.flatten(0, -1));
+        Some((f.distance, gradient_term, f.log_q))
     }
 
     /// L_i for pooled features u, labels y and the (detached) prior: log q_{i-1} for
@@ -494,14 +531,20 @@ mod tests {
         }
     }
 
-    /// The fused divergence path (CPU kernels, gradient attached as (u·g).sum()) gives
-    /// the gradient of the method's formula, computed by autograd, for both projections.
+    /// The fused divergence path (one CPU pass, gradient attached as ⟨u, g⟩) gives the
+    /// gradient of the method's formula, computed by autograd with the same dropout
+    /// mask, for every projection.
     #[test]
     fn fused_loss_has_the_gradient_of_the_reference_loss() {
-        for projection in [ProjectionKind::Gaussian, ProjectionKind::Sparse] {
+        let kinds = [
+            ProjectionKind::Gaussian,
+            ProjectionKind::Sparse,
+            ProjectionKind::Srht,
+        ];
+        for (projection, dropout) in kinds.into_iter().flat_map(|k| [(k, 0.0), (k, 0.2)]) {
             let config = ObjectiveConfig {
                 d0: 32,
-                dropout: 0.0,
+                dropout,
                 tau: 0.7,
                 beta: 0.8,
                 projection,
@@ -518,13 +561,15 @@ mod tests {
             let fused_grad = u.grad().copy();
             let _ = u.grad().zero_();
             let projection = objective.projection.as_ref().unwrap();
-            let log_q_ref = log_posterior(&projection.apply(&u), config.tau);
+            // The same seed as the block's dropout: the same first mask.
+            let u_bar = Dropout::new(dropout, 5).apply(&u, true);
+            let log_q_ref = log_posterior(&projection.apply(&u_bar), config.tau);
             let reference = objective.logits(&u).cross_entropy_for_logits(&y)
                 + bhattacharyya_distance(&log_q_ref, &prior) * config.beta;
             reference.backward();
             assert!(
                 fused_grad.allclose(&u.grad(), 1e-5, 1e-6, false),
-                "{projection:?}: gradients differ"
+                "{projection:?}, p = {dropout}: gradients differ"
             );
             let expected = bhattacharyya_distance(&log_q_ref, &prior).double_value(&[]);
             assert!((loss.divergence.double_value(&[]) - expected).abs() < 1e-5);
@@ -562,6 +607,49 @@ mod tests {
         let dense = u.matmul(&m.tr());
         assert!(r.apply(&u).allclose(&dense, 1e-4, 1e-4, false));
         assert!(Projection::sparse(300, 64, 4, 9, Device::Cpu).matrix().equal(&m));
+    }
+
+    #[test]
+    fn srht_has_entries_plus_minus_one_over_root_d0_and_preserves_norms() {
+        for (dim, d0) in [(300, 64), (300, 512), (12, 512)] {
+            let r = Projection::srht(dim, d0, 9, Device::Cpu);
+            let m = r.matrix();
+            assert_eq!(m.size(), vec![d0, dim]);
+            let expected = 1.0 / (d0 as f64).sqrt();
+            let entries = m.abs() - expected;
+            assert!(entries.abs().max().double_value(&[]) < 1e-6, "entries ±1/√d0");
+            // E‖Ru‖² = ‖u‖² (the Gaussian's scale): averaged over many random u the ratio is ~1.
+            tch::manual_seed(0);
+            let u = Tensor::randn([2000, dim], (Kind::Float, Device::Cpu));
+            let ratio = r.apply(&u).square().sum(Kind::Float) / u.square().sum(Kind::Float);
+            assert!(
+                (ratio.double_value(&[]) - 1.0).abs() < 0.05,
+                "{dim}→{d0}: {ratio}"
+            );
+            assert!(Projection::srht(dim, d0, 9, Device::Cpu).matrix().equal(&m));
+            assert!(!Projection::srht(dim, d0, 10, Device::Cpu).matrix().equal(&m));
+        }
+        // d0 ≥ n: every row of H kept, R^T R = (n/d0) I restricted to the inputs = I.
+        let m = Projection::srht(12, 512, 1, Device::Cpu).matrix();
+        let gram = m.tr().matmul(&m);
+        assert!(gram.allclose(&Tensor::eye(12, (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn dropout_masks_are_determined_by_seed_and_call() {
+        let u = Tensor::ones([64, 100], (Kind::Float, Device::Cpu));
+        let (a, b, c) = (Dropout::new(0.3, 4), Dropout::new(0.3, 4), Dropout::new(0.3, 5));
+        let first = a.apply(&u, true);
+        assert!(first.equal(&b.apply(&u, true)), "same seed, same mask");
+        assert!(!first.equal(&c.apply(&u, true)), "another seed, another mask");
+        assert!(!first.equal(&a.apply(&u, true)), "each call draws a new mask");
+        assert!(a.apply(&u, false).equal(&u), "no dropout in evaluation");
+        // The fused path draws from the same stream: b's second mask is a's second.
+        let spec = b.next_mask(true).unwrap();
+        assert_eq!(spec.step, 1);
+        let d = Dropout::new(0.3, 4);
+        d.next_mask(true);
+        assert!(d.apply(&u, true).equal(&(&u * spec.mask(&[64, 100]))));
     }
 
     #[test]

@@ -119,8 +119,7 @@ impl Model {
     pub fn input_log_posterior(&self, x: &Tensor, train: bool) -> Option<Tensor> {
         self.input_projection.as_ref().map(|r| {
             let u0 = self.network.input_pooling.apply(x);
-            let z = objective::project(r, &u0, &self.input_dropout, train);
-            objective::log_posterior(&z, self.objective.tau)
+            objective::posterior(r, &u0, &self.input_dropout, self.objective.tau, train)
         })
     }
 
