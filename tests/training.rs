@@ -337,3 +337,41 @@ fn short_cifar_runs_reach_stated_accuracy() {
         assert_eq!(text.lines().count(), 2);
     }
 }
+
+/// The MNIST ViT preset shrunk to a test (width 64, depth 3, 4 heads; 2 epochs on 10,000
+/// examples, no warm-up), with the trainable linear head and with the fixed projection
+/// as head (d0 = classes): each must reach 85 % (measured: linear 93.0 %, projection
+/// 91.7 %), and the saved checkpoint, rebuilt from the run's config.toml, must give the
+/// same test accuracy exactly.
+#[test]
+fn short_vit_runs_reach_stated_accuracy_and_reload_exactly() {
+    let _guard = serial();
+    for head in ["linear", "projection"] {
+        let sets: Vec<String> = vec![
+            format!("data.dir={:?}", shared_data()),
+            "data.train_subset=10000".into(),
+            "data.test_subset=2000".into(),
+            "model.width=64".into(),
+            "model.depth=3".into(),
+            "model.heads=4".into(),
+            "optim.warmup_epochs=0".into(),
+            format!("objective.head={head:?}"),
+            "train.epochs=2".into(),
+            "train.threads=2".into(),
+        ];
+        let config = Config::load(Some("mnist-vit"), &sets).unwrap();
+        let (summary, dir) = train(config);
+        assert!(
+            summary.test_accuracy >= 0.85,
+            "{head}: ViT test accuracy {} below 0.85",
+            summary.test_accuracy
+        );
+        let run = dir.path().join("run");
+        let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        let mut resolved = Config::from_toml(&text, "config.toml").unwrap();
+        let (_, test) = train::prepare_data(&mut resolved, Device::Cpu).unwrap();
+        let model = Model::new(&resolved, test.classes, train::input_shape(&test), Device::Cpu).unwrap();
+        checkpoint::load(&model, &run.join("model.safetensors")).unwrap();
+        assert_eq!(model.evaluate(&test, 500).accuracy, summary.test_accuracy, "{head}");
+    }
+}
