@@ -2,7 +2,9 @@
 //! Fashion-MNIST files, their behaviour on damaged copies, seeded minibatches,
 //! and the downloader against a local HTTP server.
 
-use sll::data::{self, fetch, idx, Dataset};
+mod common;
+use common::synthetic;
+use sll::data::{self, fetch, idx};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,19 +58,6 @@ fn load_error(data_dir: &Path) -> String {
 /// index, as integers.
 fn ids(images: &Tensor) -> Vec<i64> {
     Vec::<i64>::try_from(images.flatten(1, -1).select(1, 0).to_kind(Kind::Int64)).unwrap()
-}
-
-/// A synthetic set of `n` 1x2x2 images whose pixels all equal the example's
-/// index, with label `index % 10`.
-fn synthetic(n: i64) -> Dataset {
-    Dataset {
-        images: Tensor::arange(n, (Kind::Float, tch::Device::Cpu))
-            .view([n, 1, 1, 1])
-            .expand([n, 1, 2, 2], false)
-            .contiguous(),
-        labels: Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)).remainder(10),
-        classes: 10,
-    }
 }
 
 /// The example indices of one epoch of batches, and the batch sizes; checks

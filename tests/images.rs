@@ -2,6 +2,8 @@
 //! CIFAR-10 from the shared data, generated CIFAR-100 files in the official
 //! layout), image folders, augmentation and the background batch loader.
 
+mod common;
+use common::synthetic;
 use sha2::{Digest, Sha256};
 use sll::data::augment::Augment;
 use sll::data::cifar::load_cifar;
@@ -511,19 +513,6 @@ fn augmentation_is_seeded_and_does_what_it_says() {
         }
     );
     assert!(toml::from_str::<Augment>("flop = true").is_err());
-}
-
-/// A synthetic set of `n` 1x2x2 images whose pixels all equal the example's
-/// index, with label `index % 10`.
-fn synthetic(n: i64) -> Dataset {
-    Dataset {
-        images: Tensor::arange(n, (Kind::Float, tch::Device::Cpu))
-            .view([n, 1, 1, 1])
-            .expand([n, 1, 2, 2], false)
-            .contiguous(),
-        labels: Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)).remainder(10),
-        classes: 10,
-    }
 }
 
 #[test]
