@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
+pub mod memory;
+
 /// The libtorch version `tch` 0.24 binds.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
 
