@@ -1,6 +1,6 @@
 //! `sll bench step`: samples/s of full training steps on random data, the share of the
 //! step spent in the SLL objective (projection + dropout + Bhattacharyya), and the
-//! achieved GFLOP/s against the counted matrix-multiply/convolution FLOPs.
+//! achieved GFLOP/s against the counted FLOPs ([`super::flops`]).
 //!
 //! The two built-in models are the ones `bench/reference/` implements in PyTorch:
 //! - `mlp`: MNIST-shaped input, MLP 784-1024-1024-1024, one layer per block, a linear
@@ -57,14 +57,16 @@ pub struct StepBenchResult {
     pub ms_per_step: f64,
     /// Share of the step spent in the SLL objective: 1 − t(local) / t(sll) for `sll`, 0 otherwise.
     pub objective_share: f64,
-    /// Counted FLOPs of one step (matrix products and convolutions).
+    /// Counted FLOPs of one step (see [`super::flops`]).
     pub flops_per_step: f64,
     /// Counted FLOPs per second achieved, in GFLOP/s.
     pub gflops: f64,
 }
 
-/// The config, input shape and class count of a benchmark model.
-fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
+/// The config, input shape and class count of a benchmark model (`spec.model` with
+/// `method`, the batch size, threads and `--set` overrides of `spec`; the other
+/// fields of `spec` do not matter here).
+pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
     let mut sets: Vec<String> = vec![];
     let (source, input, batch) = match spec.model.as_str() {
         "mlp" => ("mnist-mlp", [1, 28, 28], 128),
@@ -99,31 +101,6 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
     // A preset: its dataset's shape (image folders: 10 classes, as ImageNette).
     let (input, classes) = crate::data::example_shape(&config.data.dataset, config.data.image_size)?;
     Ok((config, input, classes.unwrap_or(10)))
-}
-
-/// Counted FLOPs of one training step of `model` on `batch` examples.
-pub fn step_flops(model: &Model, batch: usize) -> f64 {
-    let classes = 10.0;
-    let network = &model.network;
-    let mut per_example = 0.0;
-    for (i, (block, objective)) in network.blocks.iter().zip(&model.objectives).enumerate() {
-        let (total, first) = block.forward_flops();
-        let input_needs_grad = model.method == Method::Bp && i > 0;
-        // forward + weight gradient + input gradient (skipped for a detached input).
-        per_example += 3.0 * total - if input_needs_grad { 0.0 } else { first };
-        let dim = block.pooled_dim() as f64;
-        if objective.has_head() {
-            per_example += 3.0 * 2.0 * dim * classes;
-        }
-        if let Some(p) = &objective.projection {
-            // z = R(m ⊙ u) forward, and its input gradient.
-            per_example += 2.0 * p.flops_per_example();
-        }
-    }
-    if let Some(p) = &model.input_projection {
-        per_example += p.flops_per_example();
-    }
-    per_example * batch as f64
 }
 
 /// A model ready to step on random data.
@@ -210,7 +187,7 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
         (1.0 - median(baseline_times) / seconds).max(0.0)
     };
     let batch = bench.batch_size();
-    let flops = step_flops(&bench.model, batch);
+    let flops = super::flops::count(&bench.model).per_step(batch);
     Ok(StepBenchResult {
         model: spec.model.clone(),
         method: spec.method.to_string(),
