@@ -71,7 +71,7 @@ pub enum BenchCommand {
 /// `sll bench memory` options.
 #[derive(Debug, Args)]
 pub struct MemoryArgs {
-    /// `mlp`, `cnn` or a preset name (its depth key is varied).
+    /// `mlp`, `cnn`, `vit` (the mnist-vit preset) or a preset name (its depth key is varied).
     #[arg(long, default_value = "mlp")]
     pub model: String,
     /// Depths to measure, comma-separated.
@@ -128,7 +128,7 @@ pub struct MemoryOneArgs {
 /// `sll bench step` and `sll bench flops` options.
 #[derive(Debug, Args)]
 pub struct StepArgs {
-    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
+    /// `mlp`, `cnn` (the reference models of bench/reference/), `vit` (mnist-vit) or a preset name.
     #[arg(long, default_value = "mlp")]
     pub model: String,
     /// Training method.

@@ -5,7 +5,8 @@
 //! Depth is the number of blocks' layers: `mlp` has `depth` hidden layers of 1024
 //! (the bench MLP's width, one per block); `cnn` is the bench CNN (conv 3×3
 //! 64-128-256, max-pool after the 2nd and 3rd) with its last stage repeated up to
-//! `depth` stages; for a preset the depth key of its model kind is set: MLP `hidden`
+//! `depth` stages; `vit` is the mnist-vit preset with `depth` transformer blocks; for a
+//! preset the depth key of its model kind is set: MLP `hidden`
 //! (last width repeated), CNN `channels` (last width repeated), ResNet `stages`
 //! (`depth` residual blocks spread evenly over its stages), ViT `depth`.
 //!

@@ -8,6 +8,8 @@
 //! - `cnn`: 3×32×32 input, conv 3×3 3→64→128→256, max-pool after the 2nd and 3rd conv,
 //!   one conv per block, feature maps pooled to 2×2 for heads and projections, batch 64.
 //!
+//! `vit` names the `mnist-vit` preset.
+//!
 //! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
 //! pooled to 2×2 for images), Adam lr 1e-3.
 
@@ -68,7 +70,13 @@ pub struct StepBenchResult {
 /// fields of `spec` do not matter here).
 pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
     let mut sets: Vec<String> = vec![];
-    let (source, input, batch) = match spec.model.as_str() {
+    // `vit` is the mnist-vit preset (7×7 patches, width 128, depth 6).
+    let model = if spec.model == "vit" {
+        "mnist-vit"
+    } else {
+        spec.model.as_str()
+    };
+    let (source, input, batch) = match model {
         "mlp" => ("mnist-mlp", [1, 28, 28], 128),
         "cnn" => {
             sets.extend(
@@ -84,7 +92,7 @@ pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, Inpu
         }
         preset => match crate::config::preset(preset) {
             Some(_) => (preset, [0; 3], 0),
-            None => bail!("unknown benchmark model {preset:?} (mlp, cnn or a preset name)"),
+            None => bail!("unknown benchmark model {preset:?} (mlp, cnn, vit or a preset name)"),
         },
     };
     sets.push(format!("train.method=\"{method}\""));

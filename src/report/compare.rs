@@ -158,10 +158,10 @@ pub fn table(runs: &[RunRecord], thresholds: &[f64]) -> Result<String> {
                 .iter()
                 .find(|x| x.threshold == t)
                 .map_or("-".to_string(), |x| {
-                    format!("{:.0} s (ep {})", x.wall_seconds, x.epoch)
+                    format!("{:.1} s (ep {})", x.wall_seconds, x.epoch)
                 })
         }));
-        row.push(format!("{:.0}", run.summary.train_seconds));
+        row.push(format!("{:.1}", run.summary.train_seconds));
         row.push(format!(
             "{:.0}",
             run.summary.peak_rss_bytes as f64 / (1024.0 * 1024.0)
