@@ -8,6 +8,8 @@
 use super::compare::RunRecord;
 use crate::bench::memory::MemoryResult;
 use anyhow::{bail, Context, Result};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::ImageEncoder;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -64,6 +66,7 @@ fn panel(
         .map_err(|e| anyhow::anyhow!("cannot draw the chart: {e}"))?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style(("sans-serif", 14))
@@ -109,7 +112,14 @@ fn two_panels(
         draw(&left, &right)?;
         root.present().map_err(|e| anyhow::anyhow!("cannot draw: {e}"))?;
     }
-    image::save_buffer(path, &buffer, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let encoder = PngEncoder::new_with_quality(
+        std::io::BufWriter::new(file),
+        CompressionType::Best,
+        FilterType::Adaptive,
+    );
+    encoder
+        .write_image(&buffer, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
