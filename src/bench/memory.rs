@@ -38,7 +38,7 @@ pub enum MemoryMethod {
     Local,
     /// End-to-end backpropagation.
     Bp,
-    /// Backpropagation recomputing each block in backward ([`bp::checkpointed_step`]).
+    /// Backpropagation keeping only block inputs, recomputing each block in backward.
     BpCheckpoint,
 }
 
