@@ -1,9 +1,11 @@
-//! The `sll` command line: `train`, `eval`, `fetch`.
+//! The `sll` command line: `train`, `eval`, `fetch`, `bench`, `report`.
 
+use crate::bench::memory::{self, MemoryMethod, MemorySpec};
 use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
 use crate::config::{Config, Method, DEFAULT_PRESET};
 use crate::data;
+use crate::report::compare::{self, RunRecord};
 use crate::report::Summary;
 use crate::train::{self, model::Model};
 use anyhow::{Context, Result};
@@ -32,6 +34,23 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Compare finished runs: final accuracy, time to accuracy, peak memory; plot them.
+    Report(ReportArgs),
+}
+
+/// `sll report` options.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run directories written by `sll train`.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Accuracy thresholds in percent, comma-separated [default: the three highest of
+    /// 50,60,70,80,85,90,95,97,98,99 that some run reached].
+    #[arg(long, value_delimiter = ',')]
+    pub thresholds: Vec<f64>,
+    /// Also draw the learning curves (accuracy by epoch and by wall time) into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 /// `sll bench` subcommands.
@@ -39,12 +58,77 @@ pub enum Command {
 pub enum BenchCommand {
     /// Time full training steps on random data (samples/s, objective share, GFLOP/s).
     Step(StepArgs),
+    /// Training memory against depth: parameters, gradients, optimizer state, activations.
+    Memory(MemoryArgs),
+    /// Counted FLOPs of a training step per block (layers, head, projection, divergence)
+    /// next to the measured GFLOP/s.
+    Flops(StepArgs),
+    /// One (method, depth) of `bench memory`, measured in this process (its child).
+    #[command(hide = true)]
+    MemoryOne(MemoryOneArgs),
 }
 
-/// `sll bench step` options.
+/// `sll bench memory` options.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// `mlp`, `cnn`, `vit` (the mnist-vit preset) or a preset name (its depth key is varied).
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Depths to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32")]
+    pub depths: Vec<usize>,
+    /// Methods to measure, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sll,local,bp,bp-checkpoint"
+    )]
+    pub methods: Vec<MemoryMethod>,
+    /// Minibatch size [default: 128 for mlp, 64 for cnn].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Intra-op threads (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print one JSON object per (method, depth) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw memory against depth per method into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Override any config key: `--set objective.d0=256` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `sll bench memory-one` options (internal).
+#[derive(Debug, Args)]
+pub struct MemoryOneArgs {
+    /// Model.
+    #[arg(long)]
+    pub model: String,
+    /// Method.
+    #[arg(long, value_enum)]
+    pub method: MemoryMethod,
+    /// Depth.
+    #[arg(long)]
+    pub depth: usize,
+    /// Minibatch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Intra-op threads.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Config overrides.
+    #[arg(long = "set")]
+    pub sets: Vec<String>,
+}
+
+/// `sll bench step` and `sll bench flops` options.
 #[derive(Debug, Args)]
 pub struct StepArgs {
-    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
+    /// `mlp`, `cnn` (the reference models of bench/reference/), `vit` (mnist-vit) or a preset name.
     #[arg(long, default_value = "mlp")]
     pub model: String,
     /// Training method.
@@ -139,11 +223,89 @@ pub fn main() -> Result<()> {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
         Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
+        Some(Command::Bench(BenchCommand::Flops(args))) => {
+            let result = crate::bench::flops::run(&step_spec(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                result.print();
+            }
+            Ok(())
+        }
+        Some(Command::Report(args)) => report_command(&args),
+        Some(Command::Bench(BenchCommand::Memory(args))) => bench_memory_command(&args),
+        Some(Command::Bench(BenchCommand::MemoryOne(args))) => {
+            let spec = MemorySpec {
+                model: args.model,
+                method: args.method,
+                depth: args.depth,
+                batch_size: args.batch_size,
+                threads: args.threads,
+                sets: args.sets,
+            };
+            println!("{}", serde_json::to_string(&memory::measure(&spec)?)?);
+            Ok(())
+        }
     }
 }
 
-fn bench_step_command(args: &StepArgs) -> Result<()> {
-    let spec = StepBenchSpec {
+fn report_command(args: &ReportArgs) -> Result<()> {
+    let runs = args
+        .runs
+        .iter()
+        .map(|dir| RunRecord::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(bad) = args.thresholds.iter().find(|t| !(0.0..=100.0).contains(*t)) {
+        anyhow::bail!("--thresholds takes percentages in [0, 100], not {bad}");
+    }
+    let thresholds = if args.thresholds.is_empty() {
+        compare::default_thresholds(&runs)
+    } else {
+        args.thresholds.iter().map(|t| t / 100.0).collect()
+    };
+    println!("{}", compare::table(&runs, &thresholds)?);
+    if let Some(path) = &args.plot {
+        crate::report::plot::learning_curves(&runs, path)?;
+        println!("learning curves: {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_memory_command(args: &MemoryArgs) -> Result<()> {
+    if args.depths.is_empty() || args.methods.is_empty() {
+        anyhow::bail!("--depths and --methods must each name at least one value");
+    }
+    let mut results = vec![];
+    for &method in &args.methods {
+        for &depth in &args.depths {
+            let spec = MemorySpec {
+                model: args.model.clone(),
+                method,
+                depth,
+                batch_size: args.batch_size,
+                threads: args.threads,
+                sets: args.sets.clone(),
+            };
+            let result = memory::run_isolated(&spec)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                eprintln!("measured {} at depth {depth}", method.name());
+            }
+            results.push(result);
+        }
+    }
+    if !args.json {
+        memory::print_table(&results);
+    }
+    if let Some(path) = &args.plot {
+        crate::report::plot::memory_vs_depth(&results, path)?;
+    }
+    Ok(())
+}
+
+fn step_spec(args: &StepArgs) -> StepBenchSpec {
+    StepBenchSpec {
         model: args.model.clone(),
         method: args.method,
         batch_size: args.batch_size,
@@ -152,8 +314,11 @@ fn bench_step_command(args: &StepArgs) -> Result<()> {
         warmup: args.warmup,
         threads: args.threads,
         sets: args.sets.clone(),
-    };
-    let result = crate::bench::step::run(&spec)?;
+    }
+}
+
+fn bench_step_command(args: &StepArgs) -> Result<()> {
+    let result = crate::bench::step::run(&step_spec(args))?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

@@ -373,6 +373,17 @@ impl BlockObjective {
         self.head.is_some() || self.config.head == HeadKind::Projection
     }
 
+    /// Forward FLOPs per example of the linear head (2·dim(u)·classes; 0 without one:
+    /// a projection head is the projection, counted as such).
+    pub fn head_flops_per_example(&self) -> f64 {
+        self.head.as_ref().map_or(0.0, |h| 2.0 * h.ws.numel() as f64)
+    }
+
+    /// Whether the block's loss has the divergence term.
+    pub fn has_divergence(&self) -> bool {
+        self.config.has_divergence()
+    }
+
     /// Logits of the local head on pooled features u (no dropout: inference).
     pub fn logits(&self, u: &Tensor) -> Tensor {
         match &self.head {

@@ -79,6 +79,7 @@ fn train_then_eval_reproduces_accuracy() {
         "train_seconds",
         "train_samples_per_second",
         "peak_rss_bytes",
+        "time_to_accuracy",
         "parameters",
         "backend",
         "version",
@@ -96,6 +97,37 @@ fn train_then_eval_reproduces_accuracy() {
         "{out}"
     );
     assert!(out.contains("(identical)"), "{out}");
+
+    // Time to accuracy: recorded in the summary, tabulated and plotted by `sll report`.
+    let reached = summary["time_to_accuracy"].as_array().unwrap();
+    assert!(
+        reached.iter().any(|t| t["threshold"].as_f64() == Some(0.8)),
+        "{reached:?}"
+    );
+    let plot = dir.path().join("curves.png");
+    let o = sll(
+        &[
+            "report",
+            run_s,
+            "--thresholds",
+            "50,99.9",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("time to 50%") && out.contains("sll") && out.contains(" -  "),
+        "{out}"
+    );
+    assert!(std::fs::metadata(&plot).unwrap().len() > 1000);
+    let o = sll(
+        &["report", dir.path().join("nothing").to_str().unwrap()],
+        dir.path(),
+    );
+    assert_one_line_error(&o, "summary.json");
 
     // The run directory is never overwritten.
     let o = sll(&args, dir.path());

@@ -221,6 +221,7 @@ fn non_finite_loss_stops_and_names_block_and_epoch() {
 
 #[test]
 fn local_method_turns_the_divergence_off() {
+    let _guard = serial();
     let config = small_config("local", 1, &[]);
     assert_eq!(config.train.method, Method::Local);
     let model = tiny_model(&config);
@@ -289,6 +290,8 @@ fn cnn_channels_last_fused_adam_and_checkpoint() {
 /// Counted FLOPs of a conv stage and of a linear layer, by hand.
 #[test]
 fn forward_flops_are_counted_by_hand() {
+    // Building a model draws from libtorch's global generator: take the turn.
+    let _guard = serial();
     let config = cnn_config(&[]);
     let model = Model::new(&config, 10, [3, 32, 32], Device::Cpu).unwrap();
     // conv 3→8 on 32×32: 2·3·9·8·32·32.

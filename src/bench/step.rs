@@ -1,12 +1,14 @@
 //! `sll bench step`: samples/s of full training steps on random data, the share of the
 //! step spent in the SLL objective (projection + dropout + Bhattacharyya), and the
-//! achieved GFLOP/s against the counted matrix-multiply/convolution FLOPs.
+//! achieved GFLOP/s against the counted FLOPs ([`super::flops`]).
 //!
 //! The two built-in models are the ones `bench/reference/` implements in PyTorch:
 //! - `mlp`: MNIST-shaped input, MLP 784-1024-1024-1024, one layer per block, a linear
 //!   1024→10 head per block, batch 128;
 //! - `cnn`: 3×32×32 input, conv 3×3 3→64→128→256, max-pool after the 2nd and 3rd conv,
 //!   one conv per block, feature maps pooled to 2×2 for heads and projections, batch 64.
+//!
+//! `vit` names the `mnist-vit` preset.
 //!
 //! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
 //! pooled to 2×2 for images), Adam lr 1e-3.
@@ -57,21 +59,29 @@ pub struct StepBenchResult {
     pub ms_per_step: f64,
     /// Share of the step spent in the SLL objective: 1 − t(local) / t(sll) for `sll`, 0 otherwise.
     pub objective_share: f64,
-    /// Counted FLOPs of one step (matrix products and convolutions).
+    /// Counted FLOPs of one step (see [`super::flops`]).
     pub flops_per_step: f64,
     /// Counted FLOPs per second achieved, in GFLOP/s.
     pub gflops: f64,
 }
 
-/// The config, input shape and class count of a benchmark model.
-fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
+/// The config, input shape and class count of a benchmark model (`spec.model` with
+/// `method`, the batch size, threads and `--set` overrides of `spec`; the other
+/// fields of `spec` do not matter here).
+pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
     // The reference models use the dense Gaussian projection, as bench/reference/ does
     // (the mnist-mlp preset they start from uses the sparse one).
     let mut sets: Vec<String> = vec![];
     if ["mlp", "cnn"].contains(&spec.model.as_str()) {
         sets.push("objective.projection=\"gaussian\"".into());
     }
-    let (source, input, batch) = match spec.model.as_str() {
+    // `vit` is the mnist-vit preset (7×7 patches, width 128, depth 6).
+    let model = if spec.model == "vit" {
+        "mnist-vit"
+    } else {
+        spec.model.as_str()
+    };
+    let (source, input, batch) = match model {
         "mlp" => ("mnist-mlp", [1, 28, 28], 128),
         "cnn" => {
             sets.extend(
@@ -87,7 +97,7 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
         }
         preset => match crate::config::preset(preset) {
             Some(_) => (preset, [0; 3], 0),
-            None => bail!("unknown benchmark model {preset:?} (mlp, cnn or a preset name)"),
+            None => bail!("unknown benchmark model {preset:?} (mlp, cnn, vit or a preset name)"),
         },
     };
     sets.push(format!("train.method=\"{method}\""));
@@ -104,31 +114,6 @@ fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputSha
     // A preset: its dataset's shape (image folders: 10 classes, as ImageNette).
     let (input, classes) = crate::data::example_shape(&config.data.dataset, config.data.image_size)?;
     Ok((config, input, classes.unwrap_or(10)))
-}
-
-/// Counted FLOPs of one training step of `model` on `batch` examples.
-pub fn step_flops(model: &Model, batch: usize) -> f64 {
-    let classes = 10.0;
-    let network = &model.network;
-    let mut per_example = 0.0;
-    for (i, (block, objective)) in network.blocks.iter().zip(&model.objectives).enumerate() {
-        let (total, first) = block.forward_flops();
-        let input_needs_grad = model.method == Method::Bp && i > 0;
-        // forward + weight gradient + input gradient (skipped for a detached input).
-        per_example += 3.0 * total - if input_needs_grad { 0.0 } else { first };
-        let dim = block.pooled_dim() as f64;
-        if objective.has_head() {
-            per_example += 3.0 * 2.0 * dim * classes;
-        }
-        if let Some(p) = &objective.projection {
-            // z = R(m ⊙ u) forward, and its input gradient.
-            per_example += 2.0 * p.flops_per_example();
-        }
-    }
-    if let Some(p) = &model.input_projection {
-        per_example += p.flops_per_example();
-    }
-    per_example * batch as f64
 }
 
 /// A model ready to step on random data.
@@ -215,7 +200,7 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
         (1.0 - median(baseline_times) / seconds).max(0.0)
     };
     let batch = bench.batch_size();
-    let flops = step_flops(&bench.model, batch);
+    let flops = super::flops::count(&bench.model).per_step(batch);
     Ok(StepBenchResult {
         model: spec.model.clone(),
         method: spec.method.to_string(),

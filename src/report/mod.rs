@@ -11,6 +11,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
+pub mod compare;
+pub mod memory;
+pub mod plot;
+
 /// The libtorch version `tch` 0.24 binds.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
 
@@ -110,6 +114,10 @@ pub struct EpochMetrics {
     pub seconds: f64,
     /// Training throughput of this epoch.
     pub train_samples_per_second: f64,
+    /// Wall-clock seconds from the start of training to the end of this epoch's
+    /// evaluation (0 in runs written before it was recorded).
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 impl EpochMetrics {
@@ -140,6 +148,7 @@ impl EpochMetrics {
             ensemble_test_accuracy: eval.ensemble_accuracy,
             seconds,
             train_samples_per_second: samples as f64 / seconds,
+            wall_seconds: 0.0,
         }
     }
 
@@ -198,6 +207,9 @@ pub struct Summary {
     pub train_samples_per_second: f64,
     /// Peak resident memory of the process.
     pub peak_rss_bytes: u64,
+    /// When the test accuracy first reached each of [`compare::THRESHOLDS`] (those reached).
+    #[serde(default)]
+    pub time_to_accuracy: Vec<compare::TimeToAccuracy>,
     /// Trainable parameters (blocks and heads).
     pub parameters: i64,
     /// Tensor engine and device.
@@ -233,6 +245,7 @@ impl Summary {
             train_seconds,
             train_samples_per_second: (train_samples * config.train.epochs) as f64 / train_seconds,
             peak_rss_bytes: peak_rss_bytes(),
+            time_to_accuracy: vec![],
             parameters: model.network.parameter_count(),
             backend: format!("tch 0.24 / libtorch {LIBTORCH_VERSION} ({device:?})"),
             threads: tch::get_num_threads(),

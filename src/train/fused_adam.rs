@@ -74,6 +74,15 @@ impl FusedAdam {
         })
     }
 
+    /// Bytes of the two moment buffers.
+    pub fn state_bytes(&self) -> usize {
+        self.exp_avg
+            .iter()
+            .chain(&self.exp_avg_sq)
+            .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+            .sum()
+    }
+
     /// One update at learning rate `lr`; gradients are read, then zeroed.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;

@@ -185,6 +185,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     let mut optimizers = build_optimizers(&config, &model, &schedule)?;
 
     let mut train_seconds = 0.0;
+    let run_start = Instant::now();
     let mut history = vec![];
     let mut evaluation = None;
     for epoch in 1..=config.train.epochs {
@@ -231,7 +232,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         bar.finish_and_clear();
         train_seconds += seconds;
         let eval = model.evaluate(&test, config.data.eval_batch_size);
-        let metrics = EpochMetrics::new(
+        let mut metrics = EpochMetrics::new(
             epoch,
             learning_rate,
             &sums,
@@ -240,6 +241,7 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
             seconds,
             train_len,
         );
+        metrics.wall_seconds = run_start.elapsed().as_secs_f64();
         eprintln!("{}", metrics.one_line(config.train.epochs));
         run_dir.append_metrics(&metrics)?;
         checkpoint::save(&model, &config, epoch, &run_dir.checkpoint_path())?;
@@ -247,7 +249,8 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         evaluation = Some(eval);
     }
     let evaluation = evaluation.expect("at least one epoch");
-    let summary = Summary::new(&config, &model, &evaluation, train_seconds, train_len, device);
+    let mut summary = Summary::new(&config, &model, &evaluation, train_seconds, train_len, device);
+    summary.time_to_accuracy = report::compare::time_to_accuracy(&history, &report::compare::THRESHOLDS);
     run_dir.write_summary(&summary)?;
     report::print_final_table(&history, &evaluation);
     Ok(summary)

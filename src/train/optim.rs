@@ -61,6 +61,8 @@ pub struct Optimizer {
     engine: Engine,
     schedule: LrSchedule,
     step: usize,
+    /// Parameter-sized state buffers of libtorch's rule (Adam 2, SGD with momentum 1).
+    buffers_per_parameter: usize,
 }
 
 impl Optimizer {
@@ -75,6 +77,7 @@ impl Optimizer {
                 engine,
                 schedule,
                 step: 0,
+                buffers_per_parameter: 2,
             });
         }
         let mut inner = match config.optimizer {
@@ -86,10 +89,15 @@ impl Optimizer {
         for p in params {
             inner.add_parameters(p, 0)?;
         }
+        let buffers_per_parameter = match config.optimizer {
+            OptimizerKind::Adam | OptimizerKind::Adamw => 2,
+            OptimizerKind::Sgd => usize::from(config.momentum != 0.0),
+        };
         Ok(Self {
             engine: Engine::Torch(inner),
             schedule,
             step: 0,
+            buffers_per_parameter,
         })
     }
 
@@ -101,22 +109,38 @@ impl Optimizer {
     /// Zeroes the gradients, back-propagates `loss` into this optimizer's parameters
     /// and takes one step at the scheduled learning rate.
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        self.step_after(|| Ok(loss.f_backward()?))
+    }
+
+    /// Zeroes the gradients, runs `backward` (which may back-propagate several times:
+    /// the gradients accumulate) and takes one step at the scheduled learning rate.
+    pub fn step_after(&mut self, backward: impl FnOnce() -> Result<()>) -> Result<()> {
         let lr = self.learning_rate();
         match &mut self.engine {
             Engine::Fused(adam) => {
                 // The fused step leaves the gradients zeroed.
-                loss.f_backward()?;
+                backward()?;
                 adam.step(lr);
             }
             Engine::Torch(inner) => {
                 inner.zero_grad()?;
-                loss.f_backward()?;
+                backward()?;
                 inner.set_learning_rate(lr)?;
                 inner.step()?;
             }
         }
         self.step += 1;
         Ok(())
+    }
+
+    /// Bytes of optimizer state (Adam's two moments, SGD's momentum buffer): read from
+    /// the fused kernel's buffers, or, for libtorch's optimizers (whose state tch does
+    /// not expose), the same count computed from the parameters (`param_bytes`).
+    pub fn state_bytes(&self, param_bytes: usize) -> usize {
+        match &self.engine {
+            Engine::Fused(adam) => adam.state_bytes(),
+            Engine::Torch(_) => self.buffers_per_parameter * param_bytes,
+        }
     }
 }
 

@@ -43,6 +43,7 @@ pub fn block_step(
         Prior::None => None,
     };
     let (loss, log_q) = model.objectives[i].loss(&u, y, prior, true);
+    crate::report::memory::probe();
     optimizer.backward_step(&loss.total)?;
     Ok(BlockOutput {
         h: out.detach(),

@@ -1,0 +1,244 @@
+//! `sll report RUN_DIR...`: several finished runs side by side (method, final
+//! accuracy, wall time to accuracy thresholds, peak memory), from their
+//! `summary.json` and `metrics.jsonl`.
+
+use super::{EpochMetrics, Summary};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Accuracy thresholds whose time-to-accuracy every run records in `summary.json`.
+pub const THRESHOLDS: [f64; 10] = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99];
+
+/// When a run's test accuracy first reached a threshold (evaluation is per epoch, so
+/// the resolution is one epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimeToAccuracy {
+    /// The threshold, in [0, 1].
+    pub threshold: f64,
+    /// The first epoch whose test accuracy reached it.
+    pub epoch: usize,
+    /// Wall-clock seconds from the start of training to the end of that epoch's
+    /// evaluation (evaluations and checkpoints included).
+    pub wall_seconds: f64,
+    /// Training seconds up to the end of that epoch (evaluation excluded).
+    pub train_seconds: f64,
+}
+
+/// The first epoch of `history` at or above each of `thresholds` (those never reached
+/// are left out).
+pub fn time_to_accuracy(history: &[EpochMetrics], thresholds: &[f64]) -> Vec<TimeToAccuracy> {
+    let wall = wall_times(history);
+    let train = train_times(history);
+    thresholds
+        .iter()
+        .filter_map(|&threshold| {
+            let i = history.iter().position(|m| m.test_accuracy >= threshold)?;
+            Some(TimeToAccuracy {
+                threshold,
+                epoch: history[i].epoch,
+                wall_seconds: wall[i],
+                train_seconds: train[i],
+            })
+        })
+        .collect()
+}
+
+/// Cumulative training seconds at the end of each epoch.
+fn train_times(history: &[EpochMetrics]) -> Vec<f64> {
+    history
+        .iter()
+        .scan(0.0, |total, m| {
+            *total += m.seconds;
+            Some(*total)
+        })
+        .collect()
+}
+
+/// Wall seconds since the start of training at the end of each epoch's evaluation;
+/// for runs written before this was recorded, the cumulative training seconds.
+fn wall_times(history: &[EpochMetrics]) -> Vec<f64> {
+    let train = train_times(history);
+    history
+        .iter()
+        .zip(train)
+        .map(|(m, t)| if m.wall_seconds > 0.0 { m.wall_seconds } else { t })
+        .collect()
+}
+
+/// A finished run read back from its directory.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Its `summary.json`.
+    pub summary: Summary,
+    /// Its `metrics.jsonl`, one entry per epoch.
+    pub metrics: Vec<EpochMetrics>,
+}
+
+impl RunRecord {
+    /// Reads `summary.json` and `metrics.jsonl` of the run in `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("summary.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {} (is it a finished run?)", path.display()))?;
+        let summary =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a summary", path.display()))?;
+        let path = dir.join("metrics.jsonl");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let metrics = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {} is not an epoch", path.display(), i + 1))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            summary,
+            metrics,
+        })
+    }
+
+    /// The run's name in tables and legends: its directory's last component.
+    pub fn label(&self) -> String {
+        self.dir.file_name().map_or_else(
+            || self.dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// Wall seconds since the start of training at the end of each epoch.
+    pub fn wall_times(&self) -> Vec<f64> {
+        wall_times(&self.metrics)
+    }
+}
+
+/// The thresholds a table shows when none are given: the three highest of
+/// [`THRESHOLDS`] that at least one run reached (or the lowest one).
+pub fn default_thresholds(runs: &[RunRecord]) -> Vec<f64> {
+    let best = runs
+        .iter()
+        .flat_map(|r| r.metrics.iter().map(|m| m.test_accuracy))
+        .fold(0.0, f64::max);
+    let reached: Vec<f64> = THRESHOLDS.iter().copied().filter(|&t| t <= best).collect();
+    match reached.len() {
+        0 => vec![THRESHOLDS[0]],
+        n => reached[n.saturating_sub(3)..].to_vec(),
+    }
+}
+
+/// The side-by-side table of `runs`: method, final accuracy, wall time to each of
+/// `thresholds` (percent; "-" where never reached), training time, peak RSS.
+pub fn table(runs: &[RunRecord], thresholds: &[f64]) -> Result<String> {
+    if runs.is_empty() {
+        bail!("no run directories given");
+    }
+    let mut header = vec!["run".to_string(), "method".into(), "final acc".into()];
+    header.extend(
+        thresholds
+            .iter()
+            .map(|t| format!("time to {}%", (1e4 * t).round() / 100.0)),
+    );
+    header.extend(["train s".into(), "peak RSS MiB".into()]);
+    let mut rows = vec![header];
+    for run in runs {
+        let times = time_to_accuracy(&run.metrics, thresholds);
+        let mut row = vec![
+            run.label(),
+            run.summary.method.clone(),
+            format!("{:.2}%", 100.0 * run.summary.test_accuracy),
+        ];
+        row.extend(thresholds.iter().map(|&t| {
+            times
+                .iter()
+                .find(|x| x.threshold == t)
+                .map_or("-".to_string(), |x| {
+                    format!("{:.1} s (ep {})", x.wall_seconds, x.epoch)
+                })
+        }));
+        row.push(format!("{:.1}", run.summary.train_seconds));
+        row.push(format!(
+            "{:.0}",
+            run.summary.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        ));
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, w))| {
+                    if c == 0 {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            cells.join("  ")
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, accuracy: f64, seconds: f64, wall_seconds: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            learning_rate: 1e-3,
+            train_loss: vec![],
+            test_accuracy: accuracy,
+            block_test_accuracy: vec![],
+            ensemble_test_accuracy: accuracy,
+            seconds,
+            train_samples_per_second: 1.0,
+            wall_seconds,
+        }
+    }
+
+    #[test]
+    fn time_to_accuracy_is_the_first_epoch_at_or_above_each_threshold() {
+        let history = [
+            epoch(1, 0.85, 10.0, 12.0),
+            epoch(2, 0.95, 10.0, 24.0),
+            epoch(3, 0.94, 10.0, 36.0),
+            epoch(4, 0.97, 10.0, 48.0),
+        ];
+        let times = time_to_accuracy(&history, &[0.8, 0.95, 0.96, 0.99]);
+        let at = |t: f64| times.iter().find(|x| x.threshold == t).copied();
+        assert_eq!(
+            at(0.8).map(|x| (x.epoch, x.wall_seconds, x.train_seconds)),
+            Some((1, 12.0, 10.0))
+        );
+        assert_eq!(
+            at(0.95).map(|x| (x.epoch, x.wall_seconds, x.train_seconds)),
+            Some((2, 24.0, 20.0))
+        );
+        assert_eq!(at(0.96).map(|x| x.epoch), Some(4));
+        assert_eq!(at(0.99), None);
+        // Old runs without wall times fall back to cumulative training seconds.
+        let old = [epoch(1, 0.5, 7.0, 0.0), epoch(2, 0.9, 8.0, 0.0)];
+        assert_eq!(time_to_accuracy(&old, &[0.9])[0].wall_seconds, 15.0);
+    }
+
+    #[test]
+    fn loading_a_folder_without_a_run_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = RunRecord::load(dir.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("summary.json"), "{e:#}");
+    }
+}
