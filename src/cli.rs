@@ -2,7 +2,7 @@
 
 use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
-use crate::config::{Config, Method, DEFAULT_PRESET};
+use crate::config::{Config, Method, Pipeline, DEFAULT_PRESET};
 use crate::data;
 use crate::report::Summary;
 use crate::train::{self, model::Model};
@@ -94,9 +94,15 @@ pub struct TrainArgs {
     /// Run directory [default: `runs/<timestamp>-<preset>-<method>`].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Intra-op threads (0 = libtorch's default).
+    /// Intra-op threads (0 = libtorch's default); per stage with a pipeline.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Block scheduling: none (block after block) or threads (concurrent stages).
+    #[arg(long, value_enum)]
+    pub pipeline: Option<Pipeline>,
+    /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
+    #[arg(long)]
+    pub stages: Option<usize>,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -174,6 +180,8 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
     flag("train.epochs", args.epochs.map(|e| e.to_string()));
     flag("train.seed", args.seed.map(|s| s.to_string()));
     flag("train.threads", args.threads.map(|t| t.to_string()));
+    flag("train.pipeline", args.pipeline.map(|p| format!("\"{p}\"")));
+    flag("train.stages", args.stages.map(|k| k.to_string()));
     flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
     flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
     Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)
