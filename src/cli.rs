@@ -39,6 +39,44 @@ pub enum Command {
 pub enum BenchCommand {
     /// Time full training steps on random data (samples/s, objective share, GFLOP/s).
     Step(StepArgs),
+    /// Samples/s of the thread pipeline against sequential training (1 thread, and all
+    /// cores), alternating rounds on random data.
+    Pipeline(PipelineArgs),
+}
+
+/// `sll bench pipeline` options.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Training method (sll or local).
+    #[arg(long, value_enum, default_value = "sll")]
+    pub method: Method,
+    /// Pipeline stages (0 = one per block); each runs 1 intra-op thread.
+    #[arg(long, default_value_t = 2)]
+    pub stages: usize,
+    /// Intra-op threads of the wide sequential baseline (0 = the number of cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Minibatch size [default: 128 for mlp, 64 for cnn].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Timed steps per round (each pipeline round fills and drains the pipeline).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Rounds of the three runs, alternating (the median round counts).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Override any config key: `--set objective.d0=256` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// `sll bench step` options.
@@ -145,7 +183,28 @@ pub fn main() -> Result<()> {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
         Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
+        Some(Command::Bench(BenchCommand::Pipeline(args))) => bench_pipeline_command(&args),
     }
+}
+
+fn bench_pipeline_command(args: &PipelineArgs) -> Result<()> {
+    let spec = StepBenchSpec {
+        model: args.model.clone(),
+        method: args.method,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        rounds: args.rounds,
+        warmup: args.warmup,
+        threads: args.threads,
+        sets: args.sets.clone(),
+    };
+    let result = crate::bench::pipeline::run(&spec, args.stages)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        result.print();
+    }
+    Ok(())
 }
 
 fn bench_step_command(args: &StepArgs) -> Result<()> {

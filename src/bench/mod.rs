@@ -1,6 +1,8 @@
 //! Benchmarks that print a figure and, where one exists, its reference.
 //!
 //! `sll bench step` times full training steps (forward, local losses, backward,
-//! optimizer) on random data, for the method's real code path.
+//! optimizer) on random data, for the method's real code path; `sll bench pipeline`
+//! compares the thread pipeline with sequential training the same way.
 
+pub mod pipeline;
 pub mod step;

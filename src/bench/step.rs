@@ -11,10 +11,11 @@
 //! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
 //! pooled to 2×2 for images), Adam lr 1e-3.
 
-use crate::config::{Config, Method};
+use crate::config::{Config, Method, Pipeline};
 use crate::model::InputShape;
-use crate::train::{self, model::Model, optim::LrSchedule};
+use crate::train::{self, model::Model, optim::LrSchedule, pipeline::Stages, EpochProgress};
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -126,9 +127,12 @@ pub fn step_flops(model: &Model, batch: usize) -> f64 {
     per_example * batch as f64
 }
 
-/// A model ready to step on random data.
-struct Bench {
+/// A model ready to step on random data, sequentially or (`train.pipeline`) through
+/// its pipeline stages.
+pub(crate) struct Bench {
     method: Method,
+    threads: usize,
+    stages: Option<Stages>,
     model: Model,
     optimizers: Vec<crate::train::optim::Optimizer>,
     data: Vec<(Tensor, Tensor)>,
@@ -136,10 +140,15 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
+    /// The model of `spec` trained with `method`.
+    pub(crate) fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
         let (config, input, classes) = bench_setup(spec, method)?;
         train::init_runtime(&config);
         let model = Model::new(&config, classes, input, Device::Cpu)?;
+        let stages = match config.train.pipeline {
+            Pipeline::None => None,
+            Pipeline::Threads => Some(Stages::plan(&config.train, model.network.len())?),
+        };
         let schedule = LrSchedule::new(&config.optim, 1, 1);
         let optimizers = train::build_optimizers(&config, &model, &schedule)?;
         let batch = config.data.batch_size as i64;
@@ -153,6 +162,8 @@ impl Bench {
             .collect();
         Ok(Self {
             method,
+            threads: config.train.threads,
+            stages,
             model,
             optimizers,
             data,
@@ -160,23 +171,47 @@ impl Bench {
         })
     }
 
-    fn batch_size(&self) -> usize {
+    /// The pipeline stages, when the config asks for a pipeline.
+    pub(crate) fn stages(&self) -> Option<&Stages> {
+        self.stages.as_ref()
+    }
+
+    /// Examples per minibatch.
+    pub(crate) fn batch_size(&self) -> usize {
         self.data[0].1.size()[0] as usize
     }
 
-    /// Seconds per step over `steps` steps.
-    fn time(&mut self, steps: usize) -> Result<f64> {
+    /// Seconds per step over `steps` steps (a pipeline fills and drains once), with
+    /// this bench's intra-op thread count set on the calling thread first.
+    pub(crate) fn time(&mut self, steps: usize) -> Result<f64> {
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads as i32);
+        }
         let start = Instant::now();
-        for _ in 0..steps {
-            let (x, y) = &self.data[self.next % self.data.len()];
-            self.next += 1;
-            train::train_step(self.method, &self.model, &mut self.optimizers, x, y)?;
+        let first = self.next;
+        self.next += steps;
+        let data = &self.data;
+        let batches = (first..first + steps).map(|i| {
+            let (x, y) = &data[i % data.len()];
+            (x.shallow_clone(), y.shallow_clone())
+        });
+        match &self.stages {
+            None => {
+                for (x, y) in batches {
+                    train::train_step(self.method, &self.model, &mut self.optimizers, &x, &y)?;
+                }
+            }
+            Some(stages) => {
+                let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new());
+                stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?;
+            }
         }
         Ok(start.elapsed().as_secs_f64() / steps as f64)
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

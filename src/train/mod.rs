@@ -209,7 +209,8 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         } else {
             "no checkpoint was written yet".to_string()
         };
-        let progress = EpochProgress::new(steps_per_epoch, epoch, config.train.epochs, kept);
+        let bar = progress_bar(steps_per_epoch, epoch, config.train.epochs);
+        let progress = EpochProgress::new(bar, epoch, kept);
         let learning_rate = optimizers[0].learning_rate();
         let start = Instant::now();
         let batches = loader.epoch(
@@ -266,11 +267,11 @@ pub struct EpochProgress {
 }
 
 impl EpochProgress {
-    /// Progress of epoch `epoch` of `epochs`, `steps` steps long; `kept` says what a
-    /// failure leaves behind (named in its error).
-    pub fn new(steps: usize, epoch: usize, epochs: usize, kept: String) -> Self {
+    /// Progress of epoch `epoch`, shown on `bar`; `kept` says what a failure leaves
+    /// behind (named in its error).
+    pub fn new(bar: ProgressBar, epoch: usize, kept: String) -> Self {
         Self {
-            bar: progress_bar(steps, epoch, epochs),
+            bar,
             sums: Mutex::new(vec![]),
             epoch,
             kept,
