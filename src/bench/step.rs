@@ -13,7 +13,8 @@
 
 use crate::config::{Config, Method, Pipeline};
 use crate::model::InputShape;
-use crate::train::{self, model::Model, optim::LrSchedule, pipeline::Stages, EpochProgress};
+use crate::train::pipeline::{thread_cpu_seconds, Stages};
+use crate::train::{self, model::Model, optim::LrSchedule, EpochProgress};
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -181,13 +182,14 @@ impl Bench {
         self.data[0].1.size()[0] as usize
     }
 
-    /// Seconds per step over `steps` steps (a pipeline fills and drains once), with
-    /// this bench's intra-op thread count set on the calling thread first.
-    pub(crate) fn time(&mut self, steps: usize) -> Result<f64> {
+    /// Times `steps` steps (a pipeline fills and drains once), with this bench's
+    /// intra-op thread count set on the calling thread first.
+    pub(crate) fn time(&mut self, steps: usize) -> Result<Round> {
         if self.threads > 0 {
             tch::set_num_threads(self.threads as i32);
         }
         let start = Instant::now();
+        let cpu_start = thread_cpu_seconds();
         let first = self.next;
         self.next += steps;
         let data = &self.data;
@@ -195,19 +197,32 @@ impl Bench {
             let (x, y) = &data[i % data.len()];
             (x.shallow_clone(), y.shallow_clone())
         });
-        match &self.stages {
+        let cpu = match &self.stages {
             None => {
                 for (x, y) in batches {
                     train::train_step(self.method, &self.model, &mut self.optimizers, &x, &y)?;
                 }
+                vec![thread_cpu_seconds() - cpu_start]
             }
             Some(stages) => {
                 let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new());
-                stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?;
+                stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?
             }
-        }
-        Ok(start.elapsed().as_secs_f64() / steps as f64)
+        };
+        Ok(Round {
+            seconds: start.elapsed().as_secs_f64() / steps as f64,
+            cpu: cpu.iter().map(|c| c / steps as f64).collect(),
+        })
     }
+}
+
+/// Per-step times of one timed round.
+pub(crate) struct Round {
+    /// Wall-clock seconds per step.
+    pub(crate) seconds: f64,
+    /// CPU seconds per step of the calling thread (sequential; its OpenMP workers not
+    /// counted), or of the feeder and then each stage (pipeline).
+    pub(crate) cpu: Vec<f64>,
 }
 
 /// The median of `v` (the upper one of an even count).
@@ -233,9 +248,9 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
     }
     let (mut times, mut baseline_times) = (vec![], vec![]);
     for _ in 0..spec.rounds {
-        times.push(bench.time(spec.steps)?);
+        times.push(bench.time(spec.steps)?.seconds);
         if let Some(b) = baseline.as_mut() {
-            baseline_times.push(b.time(spec.steps)?);
+            baseline_times.push(b.time(spec.steps)?.seconds);
         }
     }
     let seconds = median(times);

@@ -228,7 +228,9 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
                     progress.record(step, &losses, true)?;
                 }
             }
-            Some(stages) => stages.train_epoch(&mut model, &mut optimizers, batches, &progress)?,
+            Some(stages) => {
+                stages.train_epoch(&mut model, &mut optimizers, batches, &progress)?;
+            }
         }
         let sums = progress.finish();
         let seconds = start.elapsed().as_secs_f64();

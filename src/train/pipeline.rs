@@ -107,7 +107,9 @@ impl Stages {
     }
 
     /// Trains `model` for one epoch on `batches` (in order), one thread per stage;
-    /// returns when every stage has finished, or with the first failing stage's error
+    /// returns when every stage has finished, with the CPU seconds each thread spent
+    /// (the feeder's first, then each stage's: how well the stages are balanced, what
+    /// the machine's load does not change), or with the first failing stage's error
     /// once all have stopped.
     pub fn train_epoch(
         &self,
@@ -115,7 +117,7 @@ impl Stages {
         optimizers: &mut [Optimizer],
         batches: impl Iterator<Item = (Tensor, Tensor)>,
         progress: &EpochProgress,
-    ) -> Result<()> {
+    ) -> Result<Vec<f64>> {
         let parts = model.pipeline_parts();
         let (input, prior) = (parts.input, parts.prior);
         let (mut blocks, mut objectives, mut optimizers) = (parts.blocks, parts.objectives, optimizers);
@@ -147,6 +149,7 @@ impl Stages {
                     scope.spawn(move || stage.run(receiver, sender, progress)),
                 ));
             }
+            let feeder_start = thread_cpu_seconds();
             for (step, (x, y)) in batches.enumerate() {
                 let minibatch = Minibatch {
                     step,
@@ -160,16 +163,20 @@ impl Stages {
                 }
             }
             drop(feed);
+            let mut cpu_seconds = vec![thread_cpu_seconds() - feeder_start];
             let mut first_error = None;
             for (name, handle) in handles {
                 let error = match handle.join() {
-                    Ok(Ok(())) => continue,
+                    Ok(Ok(seconds)) => {
+                        cpu_seconds.push(seconds);
+                        continue;
+                    }
                     Ok(Err(e)) => anyhow!("{name}: {e:#}"),
                     Err(_) => anyhow!("{name} panicked"),
                 };
                 first_error.get_or_insert(error);
             }
-            first_error.map_or(Ok(()), Err)
+            first_error.map_or(Ok(cpu_seconds), Err)
         })
     }
 }
@@ -204,15 +211,16 @@ fn block_list(blocks: &Range<usize>) -> String {
 
 impl Stage<'_> {
     /// Trains this stage's blocks on every minibatch of `input`, in arrival order, and
-    /// passes each on to `output` (the last stage has none). Returns when `input` is
-    /// closed and drained, or `output` is refused (a later stage stopped), or with the
-    /// first error; the queues close when it returns.
+    /// passes each on to `output` (the last stage has none). Returns the thread's CPU
+    /// seconds when `input` is closed and drained, or `output` is refused (a later stage
+    /// stopped), or the first error; the queues close when it returns.
     fn run(
         self,
         input: Receiver<Minibatch>,
         output: Option<SyncSender<Minibatch>>,
         progress: &EpochProgress,
-    ) -> Result<()> {
+    ) -> Result<f64> {
+        let start = thread_cpu_seconds();
         tch::set_num_threads(self.threads as i32);
         let parts = self.blocks.iter().zip(self.objectives.iter());
         let parts: Vec<LocalBlock<'_>> = parts
@@ -246,7 +254,23 @@ impl Stage<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(thread_cpu_seconds() - start)
+    }
+}
+
+/// CPU seconds the calling thread has run (not counting time it waited or was
+/// preempted).
+pub fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to; the clock id is a constant.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    if ok {
+        t.tv_sec as f64 + 1e-9 * t.tv_nsec as f64
+    } else {
+        0.0
     }
 }
 
