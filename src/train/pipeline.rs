@@ -184,9 +184,10 @@ impl Stages {
 impl std::fmt::Display for Stages {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let groups: Vec<String> = self.blocks.iter().map(block_list).collect();
+        let plural = if self.threads > 1 { "s" } else { "" };
         write!(
             f,
-            "pipeline of {} stages (blocks {}), {} threads each",
+            "pipeline of {} stages (blocks {}), {} thread{plural} each",
             self.blocks.len(),
             groups.join(" | "),
             self.threads
@@ -304,7 +305,7 @@ mod tests {
         let stages = plan(3, 2, 1).unwrap();
         assert_eq!(
             stages.to_string(),
-            "pipeline of 2 stages (blocks 1–2 | 3), 1 threads each"
+            "pipeline of 2 stages (blocks 1–2 | 3), 1 thread each"
         );
     }
 }
