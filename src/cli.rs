@@ -3,7 +3,7 @@
 use crate::bench::memory::{self, MemoryMethod, MemorySpec};
 use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
-use crate::config::{Config, Method, DEFAULT_PRESET};
+use crate::config::{Config, Method, Pipeline, DEFAULT_PRESET};
 use crate::data;
 use crate::report::compare::{self, RunRecord};
 use crate::report::Summary;
@@ -66,6 +66,44 @@ pub enum BenchCommand {
     /// One (method, depth) of `bench memory`, measured in this process (its child).
     #[command(hide = true)]
     MemoryOne(MemoryOneArgs),
+    /// Samples/s of the thread pipeline against sequential training (1 thread, and all
+    /// cores), alternating rounds on random data.
+    Pipeline(PipelineArgs),
+}
+
+/// `sll bench pipeline` options.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Training method (sll or local).
+    #[arg(long, value_enum, default_value = "sll")]
+    pub method: Method,
+    /// Pipeline stages (0 = one per block); each runs 1 intra-op thread.
+    #[arg(long, default_value_t = 2)]
+    pub stages: usize,
+    /// Intra-op threads of the wide sequential baseline (0 = the number of cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Minibatch size [default: 128 for mlp, 64 for cnn].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Timed steps per round (each pipeline round fills and drains the pipeline).
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Rounds of the three runs, alternating (the median round counts).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Override any config key: `--set objective.d0=256` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// `sll bench memory` options.
@@ -178,9 +216,15 @@ pub struct TrainArgs {
     /// Run directory [default: `runs/<timestamp>-<preset>-<method>`].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Intra-op threads (0 = libtorch's default).
+    /// Intra-op threads (0 = libtorch's default); per stage with a pipeline.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Block scheduling: none (block after block) or threads (concurrent stages).
+    #[arg(long, value_enum)]
+    pub pipeline: Option<Pipeline>,
+    /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
+    #[arg(long)]
+    pub stages: Option<usize>,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -223,6 +267,7 @@ pub fn main() -> Result<()> {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
         Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
+        Some(Command::Bench(BenchCommand::Pipeline(args))) => bench_pipeline_command(&args),
         Some(Command::Bench(BenchCommand::Flops(args))) => {
             let result = crate::bench::flops::run(&step_spec(&args))?;
             if args.json {
@@ -267,6 +312,26 @@ fn report_command(args: &ReportArgs) -> Result<()> {
     if let Some(path) = &args.plot {
         crate::report::plot::learning_curves(&runs, path)?;
         println!("learning curves: {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_pipeline_command(args: &PipelineArgs) -> Result<()> {
+    let spec = StepBenchSpec {
+        model: args.model.clone(),
+        method: args.method,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        rounds: args.rounds,
+        warmup: args.warmup,
+        threads: args.threads,
+        sets: args.sets.clone(),
+    };
+    let result = crate::bench::pipeline::run(&spec, args.stages)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        result.print();
     }
     Ok(())
 }
@@ -339,6 +404,8 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
     flag("train.epochs", args.epochs.map(|e| e.to_string()));
     flag("train.seed", args.seed.map(|s| s.to_string()));
     flag("train.threads", args.threads.map(|t| t.to_string()));
+    flag("train.pipeline", args.pipeline.map(|p| format!("\"{p}\"")));
+    flag("train.stages", args.stages.map(|k| k.to_string()));
     flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
     flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
     Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)

@@ -472,8 +472,34 @@ pub struct TrainConfig {
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Intra-op threads of libtorch (0 = libtorch's default).
+    /// Intra-op threads of libtorch (0 = libtorch's default); with a pipeline, the
+    /// threads of each stage (0 = the cores shared out among the stages).
     pub threads: usize,
+    /// How the blocks of `sll`/`local` are scheduled: one after another, or as a
+    /// pipeline of concurrent stages (see `train::pipeline`).
+    pub pipeline: Pipeline,
+    /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
+    pub stages: usize,
+}
+
+/// How the blocks are scheduled during training.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Pipeline {
+    /// Every block trains on a minibatch before the next minibatch starts.
+    None,
+    /// Stages of consecutive blocks on their own threads, minibatches flowing through
+    /// bounded queues: block i trains on minibatch t while block i+1 is on t−1.
+    Threads,
+}
+
+impl std::fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pipeline::None => "none",
+            Pipeline::Threads => "threads",
+        })
+    }
 }
 
 impl Default for TrainConfig {
@@ -484,6 +510,8 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             threads: 0,
+            pipeline: Pipeline::None,
+            stages: 0,
         }
     }
 }
@@ -650,6 +678,12 @@ impl Config {
         }
         if self.train.epochs == 0 {
             bail!("config key `train.epochs` must be > 0");
+        }
+        if self.train.pipeline != Pipeline::None && self.train.method == Method::Bp {
+            bail!(
+                "config key `train.pipeline` = \"{}\" needs method sll or local (bp's backward pass crosses every block)",
+                self.train.pipeline
+            );
         }
         if self.optim.warmup_epochs < 0.0 {
             bail!("config key `optim.warmup_epochs` must be >= 0");

@@ -117,7 +117,15 @@ fn block_step_changes_only_its_block_and_no_gradient_crosses() {
     let log_q0 = model.input_log_posterior(&x, true);
     let u1 = model.network.blocks[0].pooling().apply(&h1);
     let (_, log_q1) = model.objectives[0].loss(&u1, &y, log_q0.as_ref(), true);
-    sequential::block_step(&model, j, &mut optimizer, &h1, log_q1.as_ref(), None, &y).unwrap();
+    sequential::block_step(
+        model.local_block(j),
+        &mut optimizer,
+        &h1,
+        log_q1.as_ref(),
+        None,
+        &y,
+    )
+    .unwrap();
     for (i, before) in before.iter().enumerate() {
         let unchanged = same(before, &snapshot(&model, i));
         assert_eq!(unchanged, i != j, "block {}: unchanged = {unchanged}", i + 1);

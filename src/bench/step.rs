@@ -13,10 +13,12 @@
 //! Both with d0 = 512, p = 0.1, β = 1, τ = 1, prior = previous (q_0 from the input,
 //! pooled to 2×2 for images), Adam lr 1e-3.
 
-use crate::config::{Config, Method};
+use crate::config::{Config, Method, Pipeline};
 use crate::model::InputShape;
-use crate::train::{self, model::Model, optim::LrSchedule};
+use crate::train::pipeline::{thread_cpu_seconds, Stages};
+use crate::train::{self, model::Model, optim::LrSchedule, EpochProgress};
 use anyhow::{bail, Result};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -116,9 +118,12 @@ pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, Inpu
     Ok((config, input, classes.unwrap_or(10)))
 }
 
-/// A model ready to step on random data.
-struct Bench {
+/// A model ready to step on random data, sequentially or (`train.pipeline`) through
+/// its pipeline stages.
+pub(crate) struct Bench {
     method: Method,
+    threads: usize,
+    stages: Option<Stages>,
     model: Model,
     optimizers: Vec<crate::train::optim::Optimizer>,
     data: Vec<(Tensor, Tensor)>,
@@ -126,10 +131,15 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
+    /// The model of `spec` trained with `method`.
+    pub(crate) fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
         let (config, input, classes) = bench_setup(spec, method)?;
         train::init_runtime(&config);
         let model = Model::new(&config, classes, input, Device::Cpu)?;
+        let stages = match config.train.pipeline {
+            Pipeline::None => None,
+            Pipeline::Threads => Some(Stages::plan(&config.train, model.network.len())?),
+        };
         let schedule = LrSchedule::new(&config.optim, 1, 1);
         let optimizers = train::build_optimizers(&config, &model, &schedule)?;
         let batch = config.data.batch_size as i64;
@@ -143,6 +153,8 @@ impl Bench {
             .collect();
         Ok(Self {
             method,
+            threads: config.train.threads,
+            stages,
             model,
             optimizers,
             data,
@@ -150,23 +162,61 @@ impl Bench {
         })
     }
 
-    fn batch_size(&self) -> usize {
+    /// The pipeline stages, when the config asks for a pipeline.
+    pub(crate) fn stages(&self) -> Option<&Stages> {
+        self.stages.as_ref()
+    }
+
+    /// Examples per minibatch.
+    pub(crate) fn batch_size(&self) -> usize {
         self.data[0].1.size()[0] as usize
     }
 
-    /// Seconds per step over `steps` steps.
-    fn time(&mut self, steps: usize) -> Result<f64> {
-        let start = Instant::now();
-        for _ in 0..steps {
-            let (x, y) = &self.data[self.next % self.data.len()];
-            self.next += 1;
-            train::train_step(self.method, &self.model, &mut self.optimizers, x, y)?;
+    /// Times `steps` steps (a pipeline fills and drains once), with this bench's
+    /// intra-op thread count set on the calling thread first.
+    pub(crate) fn time(&mut self, steps: usize) -> Result<Round> {
+        if self.threads > 0 {
+            tch::set_num_threads(self.threads as i32);
         }
-        Ok(start.elapsed().as_secs_f64() / steps as f64)
+        let start = Instant::now();
+        let cpu_start = thread_cpu_seconds();
+        let first = self.next;
+        self.next += steps;
+        let data = &self.data;
+        let batches = (first..first + steps).map(|i| {
+            let (x, y) = &data[i % data.len()];
+            (x.shallow_clone(), y.shallow_clone())
+        });
+        let cpu = match &self.stages {
+            None => {
+                for (x, y) in batches {
+                    train::train_step(self.method, &self.model, &mut self.optimizers, &x, &y)?;
+                }
+                vec![thread_cpu_seconds() - cpu_start]
+            }
+            Some(stages) => {
+                let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new());
+                stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?
+            }
+        };
+        Ok(Round {
+            seconds: start.elapsed().as_secs_f64() / steps as f64,
+            cpu: cpu.iter().map(|c| c / steps as f64).collect(),
+        })
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Per-step times of one timed round.
+pub(crate) struct Round {
+    /// Wall-clock seconds per step.
+    pub(crate) seconds: f64,
+    /// CPU seconds per step of the calling thread (sequential; its OpenMP workers not
+    /// counted), or of the feeder and then each stage (pipeline).
+    pub(crate) cpu: Vec<f64>,
+}
+
+/// The median of `v` (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -188,9 +238,9 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
     }
     let (mut times, mut baseline_times) = (vec![], vec![]);
     for _ in 0..spec.rounds {
-        times.push(bench.time(spec.steps)?);
+        times.push(bench.time(spec.steps)?.seconds);
         if let Some(b) = baseline.as_mut() {
-            baseline_times.push(b.time(spec.steps)?);
+            baseline_times.push(b.time(spec.steps)?.seconds);
         }
     }
     let seconds = median(times);

@@ -1,7 +1,8 @@
 //! Trainers: they drive blocks through epochs, whatever the blocks contain.
 //!
 //! - [`sequential`]: SLL and `local`, block by block, each with its own optimizer;
-//! - [`bp`]: end-to-end backpropagation through the same blocks.
+//! - [`bp`]: end-to-end backpropagation through the same blocks;
+//! - [`pipeline`]: the local step with blocks grouped into concurrent stages.
 //!
 //! [`run`] is the whole training run behind `sll train`: data, model, epochs,
 //! evaluation after each epoch, the run directory, the checkpoint.
@@ -10,10 +11,11 @@ pub mod bp;
 pub mod fused_adam;
 pub mod model;
 pub mod optim;
+pub mod pipeline;
 pub mod sequential;
 
 use crate::checkpoint;
-use crate::config::{Config, Method};
+use crate::config::{Config, Method, Pipeline};
 use crate::data::{self, loader::LoaderData, Dataset};
 use crate::objective::LocalLoss;
 use crate::report::{self, EpochMetrics, RunDir, Summary};
@@ -22,6 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use model::Model;
 use optim::{LrSchedule, Optimizer};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -156,25 +159,34 @@ pub fn train_step(
 ///
 /// After every epoch: test evaluation, one line in `metrics.jsonl`, and the checkpoint
 /// (written atomically), so a failure later loses nothing already written. A
-/// non-finite loss stops the run with an error that names the block and the epoch.
+/// non-finite loss stops the run with an error that names the block and the epoch
+/// (and the stage, in a pipeline). With `train.pipeline = "threads"` the epoch's steps
+/// run in [`pipeline`] stages; evaluation and checkpoints are the same either way.
 pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
-    let model = Model::new(&config, train.classes, input_shape(&test), device)?;
+    let mut model = Model::new(&config, train.classes, input_shape(&test), device)?;
+    let stages = match config.train.pipeline {
+        Pipeline::None => None,
+        Pipeline::Threads => Some(pipeline::Stages::plan(&config.train, model.network.len())?),
+    };
     let train_len = train.len();
     let loader = LoaderData::new(&train)?;
     drop(train);
     let run_dir = RunDir::create(out)?;
     run_dir.write_config(&config)?;
+    let schedule_note = match &stages {
+        None => format!("{} threads", tch::get_num_threads()),
+        Some(s) => s.to_string(),
+    };
     eprintln!(
-        "training {} on {} with {} ({} blocks, {} parameters, {} threads) -> {}",
+        "training {} on {} with {} ({} blocks, {} parameters, {schedule_note}) -> {}",
         config.preset,
         config.data.dataset,
         config.train.method,
         model.network.len(),
         model.network.parameter_count(),
-        tch::get_num_threads(),
         out.display()
     );
 
@@ -189,9 +201,18 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     let mut history = vec![];
     let mut evaluation = None;
     for epoch in 1..=config.train.epochs {
+        let kept = if epoch > 1 {
+            format!(
+                "the checkpoint of epoch {} is kept in {}",
+                epoch - 1,
+                run_dir.checkpoint_path().display()
+            )
+        } else {
+            "no checkpoint was written yet".to_string()
+        };
         let bar = progress_bar(steps_per_epoch, epoch, config.train.epochs);
+        let progress = EpochProgress::new(bar, epoch, kept);
         let learning_rate = optimizers[0].learning_rate();
-        let mut sums: Vec<BlockLoss> = vec![];
         let start = Instant::now();
         let batches = loader.epoch(
             batch_size,
@@ -200,36 +221,20 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
             config.data.augment,
             config.data.workers,
         )?;
-        for (step, (x, y)) in batches.enumerate() {
-            let (x, y) = (x.to_device(device), y.to_device(device));
-            let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
-            if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
-                bar.abandon();
-                let kept = if epoch > 1 {
-                    format!(
-                        "the checkpoint of epoch {} is kept in {}",
-                        epoch - 1,
-                        run_dir.checkpoint_path().display()
-                    )
-                } else {
-                    "no checkpoint was written yet".to_string()
-                };
-                bail!(
-                    "block {} loss became non-finite (prediction {}, divergence {}) at epoch {epoch}, step {}; training stopped; {kept} (try a lower optim.lr)",
-                    bad.block + 1,
-                    bad.prediction,
-                    bad.divergence,
-                    step + 1
-                );
+        let batches = batches.map(|(x, y)| (x.to_device(device), y.to_device(device)));
+        match &stages {
+            None => {
+                for (step, (x, y)) in batches.enumerate() {
+                    let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
+                    progress.record(step, &losses, true)?;
+                }
             }
-            accumulate(&mut sums, &losses);
-            if step % 20 == 0 {
-                bar.set_message(loss_message(&sums, step + 1));
+            Some(stages) => {
+                stages.train_epoch(&mut model, &mut optimizers, batches, &progress)?;
             }
-            bar.inc(1);
         }
+        let sums = progress.finish();
         let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
         train_seconds += seconds;
         let eval = model.evaluate(&test, config.data.eval_batch_size);
         let mut metrics = EpochMetrics::new(
@@ -256,17 +261,83 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
     Ok(summary)
 }
 
-fn accumulate(sums: &mut Vec<BlockLoss>, losses: &[BlockLoss]) {
-    if sums.is_empty() {
-        sums.extend(losses.iter().map(|l| BlockLoss {
-            prediction: 0.0,
-            divergence: 0.0,
-            ..*l
-        }));
+/// Where the training steps of one epoch report their losses: per-block sums, the
+/// progress bar, and the guard against non-finite losses. Shared by the stages of a
+/// pipeline, each reporting its own blocks.
+pub struct EpochProgress {
+    bar: ProgressBar,
+    sums: Mutex<Vec<BlockLoss>>,
+    epoch: usize,
+    kept: String,
+}
+
+impl EpochProgress {
+    /// Progress of epoch `epoch`, shown on `bar`; `kept` says what a failure leaves
+    /// behind (named in its error).
+    pub fn new(bar: ProgressBar, epoch: usize, kept: String) -> Self {
+        Self {
+            bar,
+            sums: Mutex::new(vec![]),
+            epoch,
+            kept,
+        }
     }
-    for (s, l) in sums.iter_mut().zip(losses) {
-        s.prediction += l.prediction;
-        s.divergence += l.divergence;
+
+    /// Adds the loss terms of some blocks at (0-based) step `step` to the sums;
+    /// `completes` when they are the step's last (the bar advances). A non-finite loss
+    /// is an error naming the block, epoch and step.
+    pub fn record(&self, step: usize, losses: &[BlockLoss], completes: bool) -> Result<()> {
+        if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
+            self.bar.abandon();
+            bail!(
+                "block {} loss became non-finite (prediction {}, divergence {}) at epoch {}, step {}; training stopped; {} (try a lower optim.lr)",
+                bad.block + 1,
+                bad.prediction,
+                bad.divergence,
+                self.epoch,
+                step + 1,
+                self.kept
+            );
+        }
+        let mut sums = self.sums.lock().unwrap_or_else(|e| e.into_inner());
+        accumulate(&mut sums, losses);
+        if completes {
+            if step.is_multiple_of(20) {
+                self.bar.set_message(loss_message(&sums, step + 1));
+            }
+            self.bar.inc(1);
+        }
+        Ok(())
+    }
+
+    /// Clears the bar and returns the per-block sums, in block order.
+    pub fn finish(self) -> Vec<BlockLoss> {
+        self.bar.finish_and_clear();
+        self.sums.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds `losses` to the sum of their blocks (a block seen for the first time gets a
+/// sum of its own, kept in block order).
+fn accumulate(sums: &mut Vec<BlockLoss>, losses: &[BlockLoss]) {
+    for l in losses {
+        let at = match sums.iter().position(|s| s.block >= l.block) {
+            Some(at) if sums[at].block == l.block => at,
+            position => {
+                let at = position.unwrap_or(sums.len());
+                sums.insert(
+                    at,
+                    BlockLoss {
+                        prediction: 0.0,
+                        divergence: 0.0,
+                        ..*l
+                    },
+                );
+                at
+            }
+        };
+        sums[at].prediction += l.prediction;
+        sums[at].divergence += l.divergence;
     }
 }
 

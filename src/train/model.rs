@@ -1,9 +1,10 @@
 //! A network together with the local objectives of its blocks: what is trained,
 //! checkpointed and evaluated.
 
+use super::sequential::LocalBlock;
 use crate::config::{Config, Method, ObjectiveConfig, Prior};
 use crate::data::{ordered_batches, Dataset};
-use crate::model::{InputShape, Network};
+use crate::model::{Block, InputShape, Network, Pooling};
 use crate::objective::{self, BlockObjective, Dropout, Projection, PROTOTYPE_SEED_INDEX};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -26,6 +27,43 @@ pub struct Model {
     pub objective: ObjectiveConfig,
     /// How the model is trained.
     pub method: Method,
+}
+
+/// The priors of a minibatch that depend on no block: log q_0 of the input and the
+/// label targets log t_y.
+pub struct InputPrior<'a> {
+    projection: Option<&'a Projection>,
+    dropout: &'a Dropout,
+    pooling: Pooling,
+    tau: f64,
+    label_targets: Option<&'a Tensor>,
+}
+
+impl InputPrior<'_> {
+    /// log q_0(x) (`prior = previous`), advancing the input's dropout stream.
+    pub fn log_posterior(&self, x: &Tensor, train: bool) -> Option<Tensor> {
+        self.projection.map(|r| {
+            let u0 = self.pooling.apply(x);
+            objective::posterior(r, &u0, self.dropout, self.tau, train)
+        })
+    }
+
+    /// log t_y for labels `y` (`prior = label`).
+    pub fn label_prior(&self, y: &Tensor) -> Option<Tensor> {
+        self.label_targets.map(|t| t.index_select(0, y))
+    }
+}
+
+/// A [`Model`] taken apart for a pipeline (see [`Model::pipeline_parts`]).
+pub struct PipelineParts<'a> {
+    /// What the feeding thread computes for each minibatch.
+    pub input: InputPrior<'a>,
+    /// f_1 … f_L.
+    pub blocks: &'a mut [Box<dyn Block>],
+    /// The objective of each block.
+    pub objectives: &'a mut [BlockObjective],
+    /// The prior of every block's divergence term.
+    pub prior: Prior,
 }
 
 /// Test accuracies of a model.
@@ -117,10 +155,51 @@ impl Model {
     /// The prior each block's divergence starts from for a minibatch: log q_0 of the
     /// input (`previous`), or nothing (then each block's prior is set by the trainer).
     pub fn input_log_posterior(&self, x: &Tensor, train: bool) -> Option<Tensor> {
-        self.input_projection.as_ref().map(|r| {
-            let u0 = self.network.input_pooling.apply(x);
-            objective::posterior(r, &u0, &self.input_dropout, self.objective.tau, train)
-        })
+        self.input_prior().log_posterior(x, train)
+    }
+
+    /// log t_y, the prior of every block for labels `y` (`prior = label`).
+    pub fn label_prior(&self, y: &Tensor) -> Option<Tensor> {
+        self.input_prior().label_prior(y)
+    }
+
+    fn input_prior(&self) -> InputPrior<'_> {
+        InputPrior {
+            projection: self.input_projection.as_ref(),
+            dropout: &self.input_dropout,
+            pooling: self.network.input_pooling,
+            tau: self.objective.tau,
+            label_targets: self.label_targets.as_ref(),
+        }
+    }
+
+    /// What the local step of block `i` reads.
+    pub fn local_block(&self, i: usize) -> LocalBlock<'_> {
+        LocalBlock {
+            index: i,
+            block: self.network.blocks[i].as_ref(),
+            objective: &self.objectives[i],
+            prior: self.objective.prior,
+        }
+    }
+
+    /// The model split for a pipeline: the block-independent priors, read by the thread
+    /// that feeds minibatches in, and every block with its objective, borrowed mutably
+    /// so that disjoint runs of blocks can move to stage threads (a `Tensor` may move
+    /// between threads but not be shared by them).
+    pub fn pipeline_parts(&mut self) -> PipelineParts<'_> {
+        PipelineParts {
+            input: InputPrior {
+                projection: self.input_projection.as_ref(),
+                dropout: &self.input_dropout,
+                pooling: self.network.input_pooling,
+                tau: self.objective.tau,
+                label_targets: self.label_targets.as_ref(),
+            },
+            blocks: &mut self.network.blocks,
+            objectives: &mut self.objectives,
+            prior: self.objective.prior,
+        }
     }
 
     /// Per-block logits on x (`None` for blocks without a head), inference mode.

@@ -1,0 +1,311 @@
+//! The block-local step as a pipeline of threads (`train.pipeline = "threads"`).
+//!
+//! SLL's blocks never wait for a backward pass: block i needs only the detached
+//! (h_{i-1}, log q_{i-1}) and the labels. So the blocks are grouped into stages of
+//! consecutive blocks, each stage on a thread of its own with its blocks' objectives and
+//! optimizers, and minibatches flow through bounded queues: while stage s trains on
+//! minibatch t, stage s+1 trains on minibatch t−1. The calling thread feeds the first
+//! queue from the loader (computing the block-independent priors log q_0 and log t_y).
+//!
+//! - **Same numbers as sequential training.** Every block sees the minibatches in the
+//!   same order, with the same inputs, and draws its dropout masks from its own stream
+//!   (seeded per block, counted per call), so with the same intra-op thread count the
+//!   weights after each epoch are bit-identical to [`super::sequential`]'s. Nothing in
+//!   the step of an MLP, CNN or ResNet block draws from libtorch's global generator;
+//!   what does (ViT's `model.dropout`, and the objective's dropout off the CPU) stays
+//!   correct but is then no longer reproducible, the threads drawing in turn.
+//! - **Back-pressure.** Queues hold [`QUEUE`] minibatches; a stage ahead of the next
+//!   blocks on its send, so at most a few minibatches are in flight.
+//! - **Shutdown.** The feeder closes the first queue after the epoch's last minibatch;
+//!   each stage drains its input, closes its output, and returns. A stage that fails
+//!   (a non-finite loss, an error from libtorch, a panic) returns at once and drops both
+//!   of its queues: the stages after it see their input closed and stop, the stages
+//!   before it (and the feeder) see their send refused and stop. The epoch's error
+//!   names the failing stage and its blocks. No timeout is involved.
+//! - **Epochs.** The stages are joined at the end of every epoch, so evaluation and
+//!   the checkpoint see a quiescent model and are exactly the sequential ones.
+//! - **Threads.** Each stage sets its own intra-op thread count (libtorch's OpenMP
+//!   count, which our kernels and the fused Adam also follow, is per calling thread):
+//!   `train.threads`, or the cores shared out among the stages when it is 0.
+
+use super::model::Model;
+use super::optim::Optimizer;
+use super::sequential::{block_step, LocalBlock};
+use super::EpochProgress;
+use crate::config::{Prior, TrainConfig};
+use crate::model::Block;
+use crate::objective::BlockObjective;
+use anyhow::{anyhow, bail, Result};
+use std::ops::Range;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use tch::Tensor;
+
+/// Minibatches a queue between two stages holds before its sender waits.
+pub const QUEUE: usize = 2;
+
+/// How the blocks are grouped into stages and how many threads each stage uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages {
+    /// The 0-based block indices of each stage, consecutive and covering every block.
+    pub blocks: Vec<Range<usize>>,
+    /// Intra-op threads of each stage.
+    pub threads: usize,
+}
+
+/// One minibatch on its way through the pipeline: the output and posterior of the
+/// last block it went through (detached), and what every block needs besides.
+struct Minibatch {
+    step: usize,
+    h: Tensor,
+    log_q: Option<Tensor>,
+    label_prior: Option<Tensor>,
+    y: Tensor,
+}
+
+/// One stage's share of the model: consecutive blocks with their objectives and
+/// optimizers, borrowed mutably (so they may move to the stage's thread).
+struct Stage<'a> {
+    name: String,
+    first: usize,
+    blocks: &'a mut [Box<dyn Block>],
+    objectives: &'a mut [BlockObjective],
+    optimizers: &'a mut [Optimizer],
+    prior: Prior,
+    threads: usize,
+}
+
+impl Stages {
+    /// The stages of `train` for a model of `blocks` blocks: `train.stages` runs of
+    /// consecutive blocks (one block each when 0), as even as possible, earlier stages
+    /// taking the remainder (the first blocks of a network are usually the cheaper ones).
+    pub fn plan(train: &TrainConfig, blocks: usize) -> Result<Self> {
+        let count = if train.stages == 0 { blocks } else { train.stages };
+        if count > blocks {
+            bail!(
+                "config key `train.stages` = {count} exceeds the model's {blocks} blocks (a stage holds at least one block)"
+            );
+        }
+        let (base, extra) = (blocks / count, blocks % count);
+        let mut start = 0;
+        let ranges = (0..count)
+            .map(|s| {
+                let len = base + usize::from(s < extra);
+                start += len;
+                start - len..start
+            })
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if train.threads > 0 {
+            train.threads
+        } else {
+            (cores / count).max(1)
+        };
+        Ok(Self {
+            blocks: ranges,
+            threads,
+        })
+    }
+
+    /// Trains `model` for one epoch on `batches` (in order), one thread per stage;
+    /// returns when every stage has finished, with the CPU seconds each thread spent
+    /// (the feeder's first, then each stage's: how well the stages are balanced, what
+    /// the machine's load does not change), or with the first failing stage's error
+    /// once all have stopped.
+    pub fn train_epoch(
+        &self,
+        model: &mut Model,
+        optimizers: &mut [Optimizer],
+        batches: impl Iterator<Item = (Tensor, Tensor)>,
+        progress: &EpochProgress,
+    ) -> Result<Vec<f64>> {
+        let parts = model.pipeline_parts();
+        let (input, prior) = (parts.input, parts.prior);
+        let (mut blocks, mut objectives, mut optimizers) = (parts.blocks, parts.objectives, optimizers);
+        let (senders, receivers): (Vec<_>, Vec<_>) = self.blocks.iter().map(|_| sync_channel(QUEUE)).unzip();
+        let mut senders = senders.into_iter();
+        let feed: SyncSender<Minibatch> = senders.next().expect("at least one stage");
+        std::thread::scope(|scope| {
+            let mut handles = vec![];
+            for ((number, range), receiver) in self.blocks.iter().enumerate().zip(receivers) {
+                let n = range.len();
+                let stage_blocks;
+                let stage_objectives;
+                let stage_optimizers;
+                (stage_blocks, blocks) = std::mem::take(&mut blocks).split_at_mut(n);
+                (stage_objectives, objectives) = std::mem::take(&mut objectives).split_at_mut(n);
+                (stage_optimizers, optimizers) = std::mem::take(&mut optimizers).split_at_mut(n);
+                let stage = Stage {
+                    name: stage_name(number, range),
+                    first: range.start,
+                    blocks: stage_blocks,
+                    objectives: stage_objectives,
+                    optimizers: stage_optimizers,
+                    prior,
+                    threads: self.threads,
+                };
+                let sender = senders.next();
+                handles.push((
+                    stage.name.clone(),
+                    scope.spawn(move || stage.run(receiver, sender, progress)),
+                ));
+            }
+            let feeder_start = thread_cpu_seconds();
+            for (step, (x, y)) in batches.enumerate() {
+                let minibatch = Minibatch {
+                    step,
+                    log_q: input.log_posterior(&x, true),
+                    label_prior: input.label_prior(&y),
+                    h: x,
+                    y,
+                };
+                if feed.send(minibatch).is_err() {
+                    break; // The first stage stopped: its error is reported below.
+                }
+            }
+            drop(feed);
+            let mut cpu_seconds = vec![thread_cpu_seconds() - feeder_start];
+            let mut first_error = None;
+            for (name, handle) in handles {
+                let error = match handle.join() {
+                    Ok(Ok(seconds)) => {
+                        cpu_seconds.push(seconds);
+                        continue;
+                    }
+                    Ok(Err(e)) => anyhow!("{name}: {e:#}"),
+                    Err(_) => anyhow!("{name} panicked"),
+                };
+                first_error.get_or_insert(error);
+            }
+            first_error.map_or(Ok(cpu_seconds), Err)
+        })
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let groups: Vec<String> = self.blocks.iter().map(block_list).collect();
+        let plural = if self.threads > 1 { "s" } else { "" };
+        write!(
+            f,
+            "pipeline of {} stages (blocks {}), {} thread{plural} each",
+            self.blocks.len(),
+            groups.join(" | "),
+            self.threads
+        )
+    }
+}
+
+/// `stage 2 (blocks 3–4)`: how errors name a stage.
+fn stage_name(number: usize, blocks: &Range<usize>) -> String {
+    let plural = if blocks.len() > 1 { "s" } else { "" };
+    format!("stage {} (block{plural} {})", number + 1, block_list(blocks))
+}
+
+/// 1-based block numbers of a range: `3` or `3–4`.
+fn block_list(blocks: &Range<usize>) -> String {
+    if blocks.len() == 1 {
+        format!("{}", blocks.start + 1)
+    } else {
+        format!("{}–{}", blocks.start + 1, blocks.end)
+    }
+}
+
+impl Stage<'_> {
+    /// Trains this stage's blocks on every minibatch of `input`, in arrival order, and
+    /// passes each on to `output` (the last stage has none). Returns the thread's CPU
+    /// seconds when `input` is closed and drained, or `output` is refused (a later stage
+    /// stopped), or the first error; the queues close when it returns.
+    fn run(
+        self,
+        input: Receiver<Minibatch>,
+        output: Option<SyncSender<Minibatch>>,
+        progress: &EpochProgress,
+    ) -> Result<f64> {
+        let start = thread_cpu_seconds();
+        tch::set_num_threads(self.threads as i32);
+        let parts = self.blocks.iter().zip(self.objectives.iter());
+        let parts: Vec<LocalBlock<'_>> = parts
+            .enumerate()
+            .map(|(j, (block, objective))| LocalBlock {
+                index: self.first + j,
+                block: block.as_ref(),
+                objective,
+                prior: self.prior,
+            })
+            .collect();
+        for mut minibatch in input {
+            let mut losses = Vec::with_capacity(parts.len());
+            for (part, optimizer) in parts.iter().zip(self.optimizers.iter_mut()) {
+                let m = &minibatch;
+                let out = block_step(
+                    *part,
+                    optimizer,
+                    &m.h,
+                    m.log_q.as_ref(),
+                    m.label_prior.as_ref(),
+                    &m.y,
+                )?;
+                losses.push(out.loss);
+                (minibatch.h, minibatch.log_q) = (out.h, out.log_q);
+            }
+            progress.record(minibatch.step, &losses, output.is_none())?;
+            if let Some(output) = &output {
+                if output.send(minibatch).is_err() {
+                    break; // A later stage stopped: its error is reported.
+                }
+            }
+        }
+        Ok(thread_cpu_seconds() - start)
+    }
+}
+
+/// CPU seconds the calling thread has run (not counting time it waited or was
+/// preempted).
+pub fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to; the clock id is a constant.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    if ok {
+        t.tv_sec as f64 + 1e-9 * t.tv_nsec as f64
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(blocks: usize, stages: usize, threads: usize) -> Result<Stages> {
+        let train = TrainConfig {
+            stages,
+            threads,
+            ..Default::default()
+        };
+        Stages::plan(&train, blocks)
+    }
+
+    #[test]
+    fn stages_split_blocks_evenly_earlier_stages_first() {
+        assert_eq!(plan(3, 2, 1).unwrap().blocks, vec![0..2, 2..3]);
+        assert_eq!(plan(3, 0, 1).unwrap().blocks, vec![0..1, 1..2, 2..3]);
+        assert_eq!(plan(7, 3, 1).unwrap().blocks, vec![0..3, 3..5, 5..7]);
+        assert_eq!(plan(4, 1, 2).unwrap().blocks, vec![0..4]);
+        let e = plan(3, 4, 1).unwrap_err().to_string();
+        assert!(e.contains("train.stages") && e.contains("3 blocks"), "{e}");
+    }
+
+    #[test]
+    fn stages_are_named_by_their_blocks() {
+        assert_eq!(stage_name(0, &(0..2)), "stage 1 (blocks 1–2)");
+        assert_eq!(stage_name(1, &(2..3)), "stage 2 (block 3)");
+        let stages = plan(3, 2, 1).unwrap();
+        assert_eq!(
+            stages.to_string(),
+            "pipeline of 2 stages (blocks 1–2 | 3), 1 thread each"
+        );
+    }
+}
