@@ -754,6 +754,7 @@ mod tests {
 
     #[test]
     fn mask_has_the_right_rate_scale_and_is_seeded() {
+        let _turn = crate::libtorch_turn();
         let spec = MaskSpec {
             p: 0.1,
             seed: 1,
@@ -772,6 +773,7 @@ mod tests {
 
     #[test]
     fn exp_is_accurate_and_sum_max_are_exact_enough() {
+        let _turn = crate::libtorch_turn();
         for i in 0..=20_000 {
             let x = -87.0 + 175.0 * i as f32 / 20_000.0;
             let (fast, exact) = (exp(x) as f64, (x as f64).exp());
@@ -791,6 +793,7 @@ mod tests {
 
     #[test]
     fn fwht_is_the_hadamard_matrix() {
+        let _turn = crate::libtorch_turn();
         // H_ij = (−1)^popcount(i & j): FWHT of e_j is column j, in every lane.
         for (n, lanes) in [(1usize, 1usize), (2, 1), (4, 3), (8, 1), (32, 8)] {
             for j in 0..n {
@@ -813,6 +816,7 @@ mod tests {
 
     #[test]
     fn row_projections_are_their_matrix_and_its_transpose() {
+        let _turn = crate::libtorch_turn();
         for (dim, d0) in [(50, 16), (12, 40)] {
             for (kind, r) in projections(dim, d0).into_iter().skip(1) {
                 let FusedProjection::Rows(rows) = r.fused() else {
@@ -836,6 +840,7 @@ mod tests {
     /// the reference formulas (same mask), for every projection and both temperatures.
     #[test]
     fn fused_pass_matches_autograd() {
+        let _turn = crate::libtorch_turn();
         tch::manual_seed(4);
         let spec = MaskSpec {
             p: 0.2,
@@ -870,6 +875,7 @@ mod tests {
     /// with the fused pass's f32 gradient.
     #[test]
     fn fused_gradient_matches_finite_differences() {
+        let _turn = crate::libtorch_turn();
         tch::manual_seed(5);
         let spec = MaskSpec {
             p: 0.3,
@@ -910,6 +916,7 @@ mod tests {
     /// Every row's numbers depend on that row alone: the same bits for any split.
     #[test]
     fn fused_pass_does_not_depend_on_the_thread_split() {
+        let _turn = crate::libtorch_turn();
         let spec = MaskSpec {
             p: 0.1,
             seed: 7,

@@ -26,3 +26,12 @@ pub fn one_line_error(e: &anyhow::Error) -> String {
         .collect::<Vec<_>>()
         .join(": ")
 }
+
+/// Lib tests share libtorch's global random generator (and its thread
+/// settings); a test that seeds it and then draws must not interleave with
+/// another test's draws.
+#[cfg(test)]
+pub(crate) fn libtorch_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -488,6 +488,7 @@ mod tests {
 
     #[test]
     fn bhattacharyya_hand_computed_values() {
+        let _turn = crate::libtorch_turn();
         // Identical distributions: BC = 1, D_B = 0.
         assert!(db(&[0.2, 0.3, 0.5], &[0.2, 0.3, 0.5]).abs() < 1e-6);
         // Uniform against one-hot-ish: BC = √(0.25·0.97) + 3·√(0.25·0.01) = 0.49244 + 0.15 = 0.64244.
@@ -507,6 +508,7 @@ mod tests {
 
     #[test]
     fn bhattacharyya_lower_bounds_kl() {
+        let _turn = crate::libtorch_turn();
         let p = [0.1f64, 0.6, 0.3];
         let q = [0.5f64, 0.25, 0.25];
         let kl: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
@@ -516,6 +518,7 @@ mod tests {
 
     #[test]
     fn bhattacharyya_gradient_matches_finite_differences() {
+        let _turn = crate::libtorch_turn();
         let logits = Tensor::from_slice(&[0.3f64, -1.2, 0.8, 0.1, 2.0, -0.5]).reshape([2, 3]);
         let target = Tensor::from_slice(&[0.2f64, 0.5, 0.3, 0.6, 0.3, 0.1])
             .reshape([2, 3])
@@ -547,6 +550,7 @@ mod tests {
     /// mask, for every projection.
     #[test]
     fn fused_loss_has_the_gradient_of_the_reference_loss() {
+        let _turn = crate::libtorch_turn();
         let kinds = [
             ProjectionKind::Gaussian,
             ProjectionKind::Sparse,
@@ -590,6 +594,7 @@ mod tests {
 
     #[test]
     fn projection_is_deterministic_per_seed() {
+        let _turn = crate::libtorch_turn();
         let a = Projection::gaussian(20, 8, projection_seed(7, 1), Device::Cpu).matrix();
         let b = Projection::gaussian(20, 8, projection_seed(7, 1), Device::Cpu).matrix();
         let c = Projection::gaussian(20, 8, projection_seed(7, 2), Device::Cpu).matrix();
@@ -600,6 +605,7 @@ mod tests {
 
     #[test]
     fn sparse_projection_has_k_signed_entries_per_column_and_preserves_norms() {
+        let _turn = crate::libtorch_turn();
         let r = Projection::sparse(300, 64, 4, 9, Device::Cpu);
         let m = r.matrix();
         assert_eq!(m.size(), vec![64, 300]);
@@ -622,6 +628,7 @@ mod tests {
 
     #[test]
     fn srht_has_entries_plus_minus_one_over_root_d0_and_preserves_norms() {
+        let _turn = crate::libtorch_turn();
         for (dim, d0) in [(300, 64), (300, 512), (12, 512)] {
             let r = Projection::srht(dim, d0, 9, Device::Cpu);
             let m = r.matrix();
@@ -648,6 +655,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_are_determined_by_seed_and_call() {
+        let _turn = crate::libtorch_turn();
         let u = Tensor::ones([64, 100], (Kind::Float, Device::Cpu));
         let (a, b, c) = (Dropout::new(0.3, 4), Dropout::new(0.3, 4), Dropout::new(0.3, 5));
         let first = a.apply(&u, true);
@@ -665,6 +673,7 @@ mod tests {
 
     #[test]
     fn projection_entries_have_variance_one_over_d0() {
+        let _turn = crate::libtorch_turn();
         let r = Projection::gaussian(512, 256, 3, Device::Cpu).matrix();
         let var = r.var(true).double_value(&[]);
         assert!((var * 256.0 - 1.0).abs() < 0.02, "var·d0 = {}", var * 256.0);
@@ -673,6 +682,7 @@ mod tests {
 
     #[test]
     fn dropout_is_inverted_bernoulli_and_off_in_eval() {
+        let _turn = crate::libtorch_turn();
         tch::manual_seed(0);
         let u = Tensor::ones([200, 500], (Kind::Float, Device::Cpu));
         let d = multiplicative_dropout(&u, 0.2, true);
@@ -685,6 +695,7 @@ mod tests {
 
     #[test]
     fn label_targets_are_distributions() {
+        let _turn = crate::libtorch_turn();
         let t = label_targets(10, 10, 1.0, 0.1, 0, Device::Cpu).exp();
         assert!((t.double_value(&[3, 3]) - 0.91).abs() < 1e-6);
         assert!((t.double_value(&[3, 4]) - 0.01).abs() < 1e-6);

@@ -198,6 +198,7 @@ mod tests {
 
     #[test]
     fn linear_projection_head_and_divergence_match_hand_counts() {
+        let _turn = crate::libtorch_turn();
         // Input 1×2×3 (6 values), layers 6→16→8, d0 = 4, dense Gaussian projections.
         let m = model(
             &[
@@ -226,6 +227,7 @@ mod tests {
 
     #[test]
     fn backprop_counts_input_gradients_and_only_the_last_head() {
+        let _turn = crate::libtorch_turn();
         let m = model(&["model.hidden=[16, 8]", "train.method=\"bp\""], [1, 2, 3]);
         let f = count(&m);
         assert_eq!(f.blocks[0].head, 0.0);
@@ -239,6 +241,7 @@ mod tests {
 
     #[test]
     fn conv_and_sparse_projection_match_hand_counts() {
+        let _turn = crate::libtorch_turn();
         // conv 3×3 3→4 on 8×8 (padding keeps the size), then pooled to 2×2: dim(u) = 16.
         let m = model(
             &[

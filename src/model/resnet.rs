@@ -242,6 +242,7 @@ mod tests {
 
     #[test]
     fn resnet20_has_the_published_layout() {
+        let _turn = crate::libtorch_turn();
         let net = network(
             &["model.stages=[3,3,3]", "model.channels=[16,32,64]"],
             [3, 32, 32],
@@ -263,6 +264,7 @@ mod tests {
 
     #[test]
     fn block_size_groups_residual_blocks_and_imagenet_stem_downsamples() {
+        let _turn = crate::libtorch_turn();
         let net = network(
             &[
                 "model.stages=[2,2,2,2]",
@@ -289,6 +291,7 @@ mod tests {
 
     #[test]
     fn stages_and_channels_must_match() {
+        let _turn = crate::libtorch_turn();
         let e = Config::load(
             None,
             &[

@@ -284,6 +284,7 @@ mod tests {
 
     #[test]
     fn fused_attention_matches_the_naive_formula() {
+        let _turn = crate::libtorch_turn();
         tch::manual_seed(3);
         let opts = (Kind::Float, Device::Cpu);
         let q = Tensor::randn([2, 3, 17, 8], opts) * 4.0;
@@ -301,6 +302,7 @@ mod tests {
 
     #[test]
     fn self_attention_heads_match_the_reference() {
+        let _turn = crate::libtorch_turn();
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
         let attention = SelfAttention {
@@ -326,6 +328,7 @@ mod tests {
 
     #[test]
     fn blocks_group_layers_and_shapes_follow_patches() {
+        let _turn = crate::libtorch_turn();
         let config = Config::load(
             None,
             &[

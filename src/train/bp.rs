@@ -121,6 +121,7 @@ mod tests {
 
     #[test]
     fn checkpointed_step_matches_plain_backprop() {
+        let _turn = crate::libtorch_turn();
         let (plain_loss, plain) = parameters_after_step(false);
         let (loss, checkpointed) = parameters_after_step(true);
         assert_eq!(plain_loss, loss);

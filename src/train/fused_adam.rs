@@ -213,6 +213,7 @@ mod tests {
     /// The fused kernel follows libtorch's Adam and AdamW step for step.
     #[test]
     fn matches_libtorch_adam_and_adamw() {
+        let _turn = crate::libtorch_turn();
         for (decoupled, wd) in [(false, 0.0), (false, 0.01), (true, 0.05)] {
             tch::manual_seed(0);
             let a = Tensor::randn([37, 11], (Kind::Float, Device::Cpu)).set_requires_grad(true);

@@ -150,6 +150,7 @@ mod tests {
 
     #[test]
     fn cosine_schedule_warms_up_then_decays_to_min() {
+        let _turn = crate::libtorch_turn();
         let config = OptimConfig {
             lr: 1.0,
             min_lr: 0.1,

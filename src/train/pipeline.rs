@@ -290,6 +290,7 @@ mod tests {
 
     #[test]
     fn stages_split_blocks_evenly_earlier_stages_first() {
+        let _turn = crate::libtorch_turn();
         assert_eq!(plan(3, 2, 1).unwrap().blocks, vec![0..2, 2..3]);
         assert_eq!(plan(3, 0, 1).unwrap().blocks, vec![0..1, 1..2, 2..3]);
         assert_eq!(plan(7, 3, 1).unwrap().blocks, vec![0..3, 3..5, 5..7]);
@@ -300,6 +301,7 @@ mod tests {
 
     #[test]
     fn stages_are_named_by_their_blocks() {
+        let _turn = crate::libtorch_turn();
         assert_eq!(stage_name(0, &(0..2)), "stage 1 (blocks 1–2)");
         assert_eq!(stage_name(1, &(2..3)), "stage 2 (block 3)");
         let stages = plan(3, 2, 1).unwrap();
