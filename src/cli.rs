@@ -219,12 +219,17 @@ pub struct TrainArgs {
     /// Intra-op threads (0 = libtorch's default); per stage with a pipeline.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Block scheduling: none (block after block) or threads (concurrent stages).
+    /// Block scheduling: none (block after block), threads (concurrent stages) or mpi
+    /// (one stage per MPI rank; run under mpirun, build with `--features mpi`).
     #[arg(long, value_enum)]
     pub pipeline: Option<Pipeline>,
-    /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
+    /// Pipeline stages, each a run of consecutive blocks (0 = one per block; with mpi,
+    /// the ranks / replicas).
     #[arg(long)]
     pub stages: Option<usize>,
+    /// Data-parallel replicas of each MPI stage (ranks = stages × replicas).
+    #[arg(long)]
+    pub replicas: Option<usize>,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -406,20 +411,24 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
     flag("train.threads", args.threads.map(|t| t.to_string()));
     flag("train.pipeline", args.pipeline.map(|p| format!("\"{p}\"")));
     flag("train.stages", args.stages.map(|k| k.to_string()));
+    flag("train.replicas", args.replicas.map(|r| r.to_string()));
     flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
     flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
     Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)
 }
 
-/// `sll train`: trains and returns the run directory and its summary.
-pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Summary)> {
+/// `sll train`: trains and returns the run directory and its summary (`None` on MPI
+/// ranks other than 0, which leave the run directory to rank 0).
+pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
     let config = resolve_train_config(&args)?;
     let out = args.out.clone().unwrap_or_else(|| {
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
         PathBuf::from("runs").join(format!("{stamp}-{}-{}", config.preset, config.train.method))
     });
-    let summary = train::run(config, &out)?;
-    println!("run directory: {}", out.display());
+    let summary = train::run_rank(config, &out)?;
+    if summary.is_some() {
+        println!("run directory: {}", out.display());
+    }
     Ok((out, summary))
 }
 

@@ -480,6 +480,10 @@ pub struct TrainConfig {
     pub pipeline: Pipeline,
     /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
     pub stages: usize,
+    /// Data-parallel replicas of each stage of the MPI pipeline (ranks = stages ×
+    /// replicas): each trains on its share of every minibatch, gradients averaged
+    /// across the stage's replicas before each step.
+    pub replicas: usize,
 }
 
 /// How the blocks are scheduled during training.
@@ -491,6 +495,9 @@ pub enum Pipeline {
     /// Stages of consecutive blocks on their own threads, minibatches flowing through
     /// bounded queues: block i trains on minibatch t while block i+1 is on t−1.
     Threads,
+    /// One stage per MPI rank (`mpirun -np K sll train ...`, a build with the `mpi`
+    /// feature), activations sent rank to rank.
+    Mpi,
 }
 
 impl std::fmt::Display for Pipeline {
@@ -498,6 +505,7 @@ impl std::fmt::Display for Pipeline {
         f.write_str(match self {
             Pipeline::None => "none",
             Pipeline::Threads => "threads",
+            Pipeline::Mpi => "mpi",
         })
     }
 }
@@ -512,6 +520,7 @@ impl Default for TrainConfig {
             threads: 0,
             pipeline: Pipeline::None,
             stages: 0,
+            replicas: 1,
         }
     }
 }
@@ -683,6 +692,15 @@ impl Config {
             bail!(
                 "config key `train.pipeline` = \"{}\" needs method sll or local (bp's backward pass crosses every block)",
                 self.train.pipeline
+            );
+        }
+        if self.train.replicas == 0 {
+            bail!("config key `train.replicas` must be >= 1");
+        }
+        if self.train.replicas > 1 && self.train.pipeline != Pipeline::Mpi {
+            bail!(
+                "config key `train.replicas` = {} needs `train.pipeline` = \"mpi\" (replicas are MPI ranks)",
+                self.train.replicas
             );
         }
         if self.optim.warmup_epochs < 0.0 {

@@ -5,9 +5,10 @@
 use sll::cli::{eval_command, resolve_train_config, EvalArgs, TrainArgs};
 use sll::config::{Config, Pipeline};
 use sll::train;
-use std::path::Path;
+
+mod common;
+use common::{checkpoint, numbers};
 use std::sync::Mutex;
-use tch::Tensor;
 
 /// libtorch's generator and thread settings are process-wide: tests that train take turns.
 static LIBTORCH: Mutex<()> = Mutex::new(());
@@ -33,28 +34,6 @@ fn small_config(extra: &[&str]) -> Config {
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     Config::load(None, &sets).unwrap()
-}
-
-/// Every tensor of a run's checkpoint, by name.
-fn checkpoint(run: &Path) -> Vec<(String, Tensor)> {
-    let mut tensors = Tensor::read_safetensors(run.join("model.safetensors")).unwrap();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
-}
-
-/// Each epoch's losses and test accuracies (everything but the timings).
-fn numbers(run: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|line| {
-            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let fields = v.as_object_mut().unwrap();
-            fields.remove("seconds");
-            fields.remove("wall_seconds");
-            fields.remove("train_samples_per_second");
-            v
-        })
-        .collect()
 }
 
 /// Two epochs with the pipeline (one stage per block, and 2 stages) give bit-identical
@@ -140,4 +119,13 @@ fn pipeline_settings_are_checked_and_reach_the_config() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("train.stages") && e.contains("3 blocks"), "{e}");
+    #[cfg(not(feature = "mpi"))]
+    {
+        let mpi = small_config(&["train.pipeline=\"mpi\""]);
+        let e = train::run(mpi, &dir.path().join("mpi")).unwrap_err().to_string();
+        assert!(
+            e.contains("train.pipeline") && e.contains("--features mpi"),
+            "{e}"
+        );
+    }
 }

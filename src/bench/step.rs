@@ -139,6 +139,9 @@ impl Bench {
         let stages = match config.train.pipeline {
             Pipeline::None => None,
             Pipeline::Threads => Some(Stages::plan(&config.train, model.network.len())?),
+            Pipeline::Mpi => bail!(
+                "`sll bench step` times one process; the MPI pipeline is measured by `mpirun -np K sll train --pipeline mpi`"
+            ),
         };
         let schedule = LrSchedule::new(&config.optim, 1, 1);
         let optimizers = train::build_optimizers(&config, &model, &schedule)?;

@@ -2,12 +2,15 @@
 //!
 //! - [`sequential`]: SLL and `local`, block by block, each with its own optimizer;
 //! - [`bp`]: end-to-end backpropagation through the same blocks;
-//! - [`pipeline`]: the local step with blocks grouped into concurrent stages.
+//! - [`pipeline`]: the local step with blocks grouped into concurrent stages;
+//! - `distributed` (feature `mpi`): the same with one stage per MPI rank.
 //!
 //! [`run`] is the whole training run behind `sll train`: data, model, epochs,
 //! evaluation after each epoch, the run directory, the checkpoint.
 
 pub mod bp;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 pub mod fused_adam;
 pub mod model;
 pub mod optim;
@@ -155,6 +158,60 @@ pub fn train_step(
     }
 }
 
+/// How the blocks of a run are scheduled.
+enum Schedule {
+    Sequential,
+    Threads(pipeline::Stages),
+    #[cfg(feature = "mpi")]
+    Mpi(distributed::MpiPipeline),
+}
+
+impl Schedule {
+    fn plan(config: &Config, blocks: usize) -> Result<Self> {
+        Ok(match config.train.pipeline {
+            Pipeline::None => Self::Sequential,
+            Pipeline::Threads => Self::Threads(pipeline::Stages::plan(&config.train, blocks)?),
+            #[cfg(feature = "mpi")]
+            Pipeline::Mpi => {
+                let mpi = distributed::MpiPipeline::init(&config.train, blocks)?;
+                tch::set_num_threads(mpi.threads() as i32);
+                Self::Mpi(mpi)
+            }
+            #[cfg(not(feature = "mpi"))]
+            Pipeline::Mpi => bail!(
+                "config key `train.pipeline` = \"mpi\" needs a build with the `mpi` feature (install OpenMPI, then `cargo build --release --features mpi`) started by mpirun"
+            ),
+        })
+    }
+
+    /// Whether this process writes the run directory (every process but MPI ranks > 0).
+    fn is_root(&self) -> bool {
+        match self {
+            #[cfg(feature = "mpi")]
+            Self::Mpi(mpi) => mpi.is_root(),
+            _ => true,
+        }
+    }
+
+    /// Whether this process reads the training data (all but MPI stages after the first).
+    fn reads_data(&self) -> bool {
+        match self {
+            #[cfg(feature = "mpi")]
+            Self::Mpi(mpi) => mpi.reads_data(),
+            _ => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Sequential => format!("{} threads", tch::get_num_threads()),
+            Self::Threads(stages) => stages.to_string(),
+            #[cfg(feature = "mpi")]
+            Self::Mpi(mpi) => mpi.to_string(),
+        }
+    }
+}
+
 /// Trains `config` into the run directory `out` and returns its summary.
 ///
 /// After every epoch: test evaluation, one line in `metrics.jsonl`, and the checkpoint
@@ -162,80 +219,133 @@ pub fn train_step(
 /// non-finite loss stops the run with an error that names the block and the epoch
 /// (and the stage, in a pipeline). With `train.pipeline = "threads"` the epoch's steps
 /// run in [`pipeline`] stages; evaluation and checkpoints are the same either way.
-pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
+pub fn run(config: Config, out: &Path) -> Result<Summary> {
+    match run_rank(config, out)? {
+        Some(summary) => Ok(summary),
+        None => bail!("this process is an MPI rank > 0: rank 0 holds the summary"),
+    }
+}
+
+/// [`run`] for any process of a run: `None` on MPI ranks other than 0 (which train
+/// their stage and leave the run directory to rank 0). An error on an MPI rank stops
+/// every rank of the job, after printing it with the rank named.
+pub fn run_rank(mut config: Config, out: &Path) -> Result<Option<Summary>> {
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
-    let mut model = Model::new(&config, train.classes, input_shape(&test), device)?;
-    let stages = match config.train.pipeline {
-        Pipeline::None => None,
-        Pipeline::Threads => Some(pipeline::Stages::plan(&config.train, model.network.len())?),
-    };
+    let model = Model::new(&config, train.classes, input_shape(&test), device)?;
+    let schedule = Schedule::plan(&config, model.network.len())?;
+    let result = train_epochs(config, out, model, &schedule, train, test);
+    match (&schedule, result) {
+        #[cfg(feature = "mpi")]
+        (Schedule::Mpi(mpi), Err(e)) => mpi.abort(&e),
+        (_, result) => result,
+    }
+}
+
+/// The epochs of [`run_rank`], once the model is built and the schedule planned.
+fn train_epochs(
+    config: Config,
+    out: &Path,
+    mut model: Model,
+    schedule: &Schedule,
+    train: Dataset,
+    test: Dataset,
+) -> Result<Option<Summary>> {
+    let device = test.images.device();
+    let root = schedule.is_root();
     let train_len = train.len();
-    let loader = LoaderData::new(&train)?;
-    drop(train);
-    let run_dir = RunDir::create(out)?;
-    run_dir.write_config(&config)?;
-    let schedule_note = match &stages {
-        None => format!("{} threads", tch::get_num_threads()),
-        Some(s) => s.to_string(),
+    let loader = if schedule.reads_data() {
+        Some(LoaderData::new(&train)?)
+    } else {
+        None
     };
-    eprintln!(
-        "training {} on {} with {} ({} blocks, {} parameters, {schedule_note}) -> {}",
-        config.preset,
-        config.data.dataset,
-        config.train.method,
-        model.network.len(),
-        model.network.parameter_count(),
-        out.display()
-    );
+    drop(train);
+    let run_dir = if root {
+        let run_dir = RunDir::create(out)?;
+        run_dir.write_config(&config)?;
+        eprintln!(
+            "training {} on {} with {} ({} blocks, {} parameters, {}) -> {}",
+            config.preset,
+            config.data.dataset,
+            config.train.method,
+            model.network.len(),
+            model.network.parameter_count(),
+            schedule.describe(),
+            out.display()
+        );
+        Some(run_dir)
+    } else {
+        None
+    };
 
     let batch_size = config.data.batch_size;
     let steps_per_epoch = train_len.div_ceil(batch_size);
     let total_steps = steps_per_epoch * config.train.epochs;
-    let schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
-    let mut optimizers = build_optimizers(&config, &model, &schedule)?;
+    let lr_schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
+    let mut optimizers = build_optimizers(&config, &model, &lr_schedule)?;
 
     let mut train_seconds = 0.0;
     let run_start = Instant::now();
     let mut history = vec![];
     let mut evaluation = None;
     for epoch in 1..=config.train.epochs {
-        let kept = if epoch > 1 {
-            format!(
+        let kept = match &run_dir {
+            Some(run_dir) if epoch > 1 => format!(
                 "the checkpoint of epoch {} is kept in {}",
                 epoch - 1,
                 run_dir.checkpoint_path().display()
-            )
-        } else {
-            "no checkpoint was written yet".to_string()
+            ),
+            _ => "no checkpoint was written yet".to_string(),
         };
-        let bar = progress_bar(steps_per_epoch, epoch, config.train.epochs);
+        let bar = if root {
+            progress_bar(steps_per_epoch, epoch, config.train.epochs)
+        } else {
+            ProgressBar::hidden()
+        };
         let progress = EpochProgress::new(bar, epoch, kept);
         let learning_rate = optimizers[0].learning_rate();
         let start = Instant::now();
-        let batches = loader.epoch(
-            batch_size,
-            config.train.seed,
-            epoch,
-            config.data.augment,
-            config.data.workers,
-        )?;
-        let batches = batches.map(|(x, y)| (x.to_device(device), y.to_device(device)));
-        match &stages {
-            None => {
+        let batches = match &loader {
+            Some(loader) => Some(loader.epoch(
+                batch_size,
+                config.train.seed,
+                epoch,
+                config.data.augment,
+                config.data.workers,
+            )?),
+            None => None,
+        };
+        let batches = batches
+            .into_iter()
+            .flatten()
+            .map(|(x, y)| (x.to_device(device), y.to_device(device)));
+        match schedule {
+            Schedule::Sequential => {
                 for (step, (x, y)) in batches.enumerate() {
                     let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
                     progress.record(step, &losses, true)?;
                 }
             }
-            Some(stages) => {
+            Schedule::Threads(stages) => {
                 stages.train_epoch(&mut model, &mut optimizers, batches, &progress)?;
             }
+            #[cfg(feature = "mpi")]
+            Schedule::Mpi(mpi) => {
+                mpi.train_epoch(&model, &mut optimizers, batches, steps_per_epoch, &progress)?;
+            }
         }
-        let sums = progress.finish();
+        #[allow(unused_mut)]
+        let mut sums = progress.finish();
         let seconds = start.elapsed().as_secs_f64();
         train_seconds += seconds;
+        #[cfg(feature = "mpi")]
+        if let Schedule::Mpi(mpi) = schedule {
+            mpi.gather(&model, &mut sums)?;
+        }
+        let Some(run_dir) = &run_dir else {
+            continue;
+        };
         let eval = model.evaluate(&test, config.data.eval_batch_size);
         let mut metrics = EpochMetrics::new(
             epoch,
@@ -253,12 +363,15 @@ pub fn run(mut config: Config, out: &Path) -> Result<Summary> {
         history.push(metrics);
         evaluation = Some(eval);
     }
+    let Some(run_dir) = run_dir else {
+        return Ok(None);
+    };
     let evaluation = evaluation.expect("at least one epoch");
     let mut summary = Summary::new(&config, &model, &evaluation, train_seconds, train_len, device);
     summary.time_to_accuracy = report::compare::time_to_accuracy(&history, &report::compare::THRESHOLDS);
     run_dir.write_summary(&summary)?;
     report::print_final_table(&history, &evaluation);
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// Where the training steps of one epoch report their losses: per-block sums, the

@@ -30,8 +30,8 @@
 
 use super::model::Model;
 use super::optim::Optimizer;
-use super::sequential::{block_step, LocalBlock};
-use super::EpochProgress;
+use super::sequential::{block_step_synced, LocalBlock};
+use super::{BlockLoss, EpochProgress};
 use crate::config::{Prior, TrainConfig};
 use crate::model::Block;
 use crate::objective::BlockObjective;
@@ -54,12 +54,39 @@ pub struct Stages {
 
 /// One minibatch on its way through the pipeline: the output and posterior of the
 /// last block it went through (detached), and what every block needs besides.
-struct Minibatch {
-    step: usize,
-    h: Tensor,
-    log_q: Option<Tensor>,
-    label_prior: Option<Tensor>,
-    y: Tensor,
+pub(super) struct Minibatch {
+    pub(super) step: usize,
+    pub(super) h: Tensor,
+    pub(super) log_q: Option<Tensor>,
+    pub(super) label_prior: Option<Tensor>,
+    pub(super) y: Tensor,
+}
+
+/// Trains `parts` (consecutive blocks, with their optimizers) on `minibatch`, which
+/// leaves holding the last block's output and posterior; returns the blocks' losses.
+/// `sync(i)` runs between block i's backward pass and its optimizer step.
+pub(super) fn train_blocks(
+    parts: &[LocalBlock<'_>],
+    optimizers: &mut [Optimizer],
+    minibatch: &mut Minibatch,
+    sync: &dyn Fn(usize) -> Result<()>,
+) -> Result<Vec<BlockLoss>> {
+    let mut losses = Vec::with_capacity(parts.len());
+    for (part, optimizer) in parts.iter().zip(optimizers.iter_mut()) {
+        let m = &*minibatch;
+        let out = block_step_synced(
+            *part,
+            optimizer,
+            &m.h,
+            m.log_q.as_ref(),
+            m.label_prior.as_ref(),
+            &m.y,
+            sync,
+        )?;
+        losses.push(out.loss);
+        (minibatch.h, minibatch.log_q) = (out.h, out.log_q);
+    }
+    Ok(losses)
 }
 
 /// One stage's share of the model: consecutive blocks with their objectives and
@@ -196,7 +223,7 @@ impl std::fmt::Display for Stages {
 }
 
 /// `stage 2 (blocks 3–4)`: how errors name a stage.
-fn stage_name(number: usize, blocks: &Range<usize>) -> String {
+pub(super) fn stage_name(number: usize, blocks: &Range<usize>) -> String {
     let plural = if blocks.len() > 1 { "s" } else { "" };
     format!("stage {} (block{plural} {})", number + 1, block_list(blocks))
 }
@@ -234,20 +261,7 @@ impl Stage<'_> {
             })
             .collect();
         for mut minibatch in input {
-            let mut losses = Vec::with_capacity(parts.len());
-            for (part, optimizer) in parts.iter().zip(self.optimizers.iter_mut()) {
-                let m = &minibatch;
-                let out = block_step(
-                    *part,
-                    optimizer,
-                    &m.h,
-                    m.log_q.as_ref(),
-                    m.label_prior.as_ref(),
-                    &m.y,
-                )?;
-                losses.push(out.loss);
-                (minibatch.h, minibatch.log_q) = (out.h, out.log_q);
-            }
+            let losses = train_blocks(&parts, self.optimizers, &mut minibatch, &|_| Ok(()))?;
             progress.record(minibatch.step, &losses, output.is_none())?;
             if let Some(output) = &output {
                 if output.send(minibatch).is_err() {

@@ -50,6 +50,20 @@ pub fn block_step(
     label_prior: Option<&Tensor>,
     y: &Tensor,
 ) -> Result<BlockOutput> {
+    block_step_synced(part, optimizer, h_prev, log_q_prev, label_prior, y, &|_| Ok(()))
+}
+
+/// [`block_step`] with `sync(i)` run between the backward pass and the optimizer step
+/// of block i (data-parallel replicas average their gradients there).
+pub fn block_step_synced(
+    part: LocalBlock<'_>,
+    optimizer: &mut Optimizer,
+    h_prev: &Tensor,
+    log_q_prev: Option<&Tensor>,
+    label_prior: Option<&Tensor>,
+    y: &Tensor,
+    sync: &dyn Fn(usize) -> Result<()>,
+) -> Result<BlockOutput> {
     let out = part.block.forward_t(&h_prev.detach(), true);
     let u = part.block.pooling().apply(&out);
     let prior = match part.prior {
@@ -59,7 +73,10 @@ pub fn block_step(
     };
     let (loss, log_q) = part.objective.loss(&u, y, prior, true);
     crate::report::memory::probe();
-    optimizer.backward_step(&loss.total)?;
+    optimizer.step_after(|| {
+        loss.total.f_backward()?;
+        sync(part.index)
+    })?;
     Ok(BlockOutput {
         h: out.detach(),
         log_q: log_q.map(|t| t.detach()),
