@@ -230,6 +230,9 @@ pub struct TrainArgs {
     /// Data-parallel replicas of each MPI stage (ranks = stages × replicas).
     #[arg(long)]
     pub replicas: Option<usize>,
+    /// Device of each thread-pipeline stage, e.g. `cuda:0,cuda:1`.
+    #[arg(long, value_delimiter = ',')]
+    pub stage_devices: Option<Vec<String>>,
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
@@ -412,6 +415,10 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
     flag("train.pipeline", args.pipeline.map(|p| format!("\"{p}\"")));
     flag("train.stages", args.stages.map(|k| k.to_string()));
     flag("train.replicas", args.replicas.map(|r| r.to_string()));
+    flag(
+        "train.stage_devices",
+        args.stage_devices.as_ref().map(|d| format!("{d:?}")),
+    );
     flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
     flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
     Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)

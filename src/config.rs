@@ -480,6 +480,9 @@ pub struct TrainConfig {
     pub pipeline: Pipeline,
     /// Pipeline stages, each a run of consecutive blocks (0 = one per block).
     pub stages: usize,
+    /// The device of each thread-pipeline stage (`cuda:0`, `cuda:1`, ...; empty = every
+    /// stage on `train.device`).
+    pub stage_devices: Vec<String>,
     /// Data-parallel replicas of each stage of the MPI pipeline (ranks = stages ×
     /// replicas): each trains on its share of every minibatch, gradients averaged
     /// across the stage's replicas before each step.
@@ -520,6 +523,7 @@ impl Default for TrainConfig {
             threads: 0,
             pipeline: Pipeline::None,
             stages: 0,
+            stage_devices: vec![],
             replicas: 1,
         }
     }
@@ -693,6 +697,12 @@ impl Config {
                 "config key `train.pipeline` = \"{}\" needs method sll or local (bp's backward pass crosses every block)",
                 self.train.pipeline
             );
+        }
+        if !self.train.stage_devices.is_empty() && self.train.pipeline != Pipeline::Threads {
+            bail!("config key `train.stage_devices` needs `train.pipeline` = \"threads\"");
+        }
+        for name in &self.train.stage_devices {
+            crate::device::parse(name).map_err(|e| anyhow!("config key `train.stage_devices`: {e:#}"))?;
         }
         if self.train.replicas == 0 {
             bail!("config key `train.replicas` must be >= 1");

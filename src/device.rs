@@ -24,3 +24,13 @@ pub fn parse(name: &str) -> Result<Device> {
         _ => Ok(device),
     }
 }
+
+/// How `sll` writes a device: `cpu`, `cuda:N` (what [`parse`] reads).
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
+}

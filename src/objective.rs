@@ -154,6 +154,34 @@ impl Projection {
         }
     }
 
+    /// The same R with its tensors on `device`.
+    pub fn to_device(&self, device: Device) -> Self {
+        let kind = match &self.kind {
+            ProjectionMatrix::Dense(matrix_t) => ProjectionMatrix::Dense(matrix_t.to_device(device)),
+            ProjectionMatrix::Sparse {
+                d0,
+                k,
+                buckets,
+                values,
+                table,
+            } => ProjectionMatrix::Sparse {
+                d0: *d0,
+                k: *k,
+                buckets: buckets.to_device(device),
+                values: values.to_device(device),
+                table: table.clone(),
+            },
+            ProjectionMatrix::Srht { table, matrix_t } => ProjectionMatrix::Srht {
+                table: table.clone(),
+                matrix_t: matrix_t.to_device(device),
+            },
+        };
+        Self {
+            seed: self.seed,
+            kind,
+        }
+    }
+
     /// R u for a batch of pooled features u ([N, dim(u)] → [N, d0]), with autograd.
     pub fn apply(&self, u: &Tensor) -> Tensor {
         match &self.kind {
@@ -366,6 +394,12 @@ impl BlockObjective {
             head,
             projection,
         }
+    }
+
+    /// Moves the projection to `device` (the head lives in the block's var store,
+    /// which moves with it).
+    pub fn set_device(&mut self, device: Device) {
+        self.projection = self.projection.as_ref().map(|r| r.to_device(device));
     }
 
     /// Whether this block has a local classifier.

@@ -45,9 +45,15 @@ fn pipeline_trains_the_same_weights_as_sequential() {
     let dir = tempfile::tempdir().unwrap();
     let sequential = dir.path().join("sequential");
     train::run(small_config(&[]), &sequential).unwrap();
-    for stages in [0, 2] {
+    // The last setting also places each stage on a device of its own (both the CPU
+    // here: what runs is the placement and the per-stage moves of a multi-GPU run).
+    for (stages, devices) in [(0, "[]"), (2, "[\"cpu\", \"cpu\"]")] {
         let run = dir.path().join(format!("stages{stages}"));
-        let config = small_config(&["train.pipeline=\"threads\"", &format!("train.stages={stages}")]);
+        let config = small_config(&[
+            "train.pipeline=\"threads\"",
+            &format!("train.stages={stages}"),
+            &format!("train.stage_devices={devices}"),
+        ]);
         train::run(config, &run).unwrap();
         let (a, b) = (checkpoint(&sequential), checkpoint(&run));
         assert_eq!(a.len(), b.len());
@@ -119,6 +125,25 @@ fn pipeline_settings_are_checked_and_reach_the_config() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("train.stages") && e.contains("3 blocks"), "{e}");
+    let devices = small_config(&[
+        "train.pipeline=\"threads\"",
+        "train.stages=2",
+        "train.stage_devices=[\"cpu\"]",
+    ]);
+    let e = train::run(devices, &dir.path().join("devices"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.stage_devices") && e.contains("2 stages"), "{e}");
+    let e = Config::load(
+        None,
+        &[
+            "train.pipeline=\"threads\"".into(),
+            "train.stage_devices=[\"gpu7\"]".into(),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("train.stage_devices") && e.contains("gpu7"), "{e}");
     #[cfg(not(feature = "mpi"))]
     {
         let mpi = small_config(&["train.pipeline=\"mpi\""]);

@@ -233,8 +233,11 @@ pub fn run_rank(mut config: Config, out: &Path) -> Result<Option<Summary>> {
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
-    let model = Model::new(&config, train.classes, input_shape(&test), device)?;
+    let mut model = Model::new(&config, train.classes, input_shape(&test), device)?;
     let schedule = Schedule::plan(&config, model.network.len())?;
+    if let Schedule::Threads(stages) = &schedule {
+        stages.place(&mut model);
+    }
     let result = train_epochs(config, out, model, &schedule, train, test);
     match (&schedule, result) {
         #[cfg(feature = "mpi")]

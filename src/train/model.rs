@@ -202,15 +202,27 @@ impl Model {
         }
     }
 
-    /// Per-block logits on x (`None` for blocks without a head), inference mode.
+    /// Moves block `i` (parameters, buffers, head and projection) to `device`.
+    pub fn place_block(&mut self, i: usize, device: Device) {
+        self.network.stores[i].set_device(device);
+        self.objectives[i].set_device(device);
+    }
+
+    /// Per-block logits on x (`None` for blocks without a head), inference mode, on
+    /// x's device (blocks placed on other devices get their input moved there).
     pub fn block_logits(&self, x: &Tensor) -> Vec<Option<Tensor>> {
         tch::no_grad(|| {
             let mut h = x.shallow_clone();
             let mut out = vec![];
-            for (block, objective) in self.network.blocks.iter().zip(&self.objectives) {
-                h = block.forward_t(&h, false);
+            let blocks = self.network.blocks.iter().zip(&self.objectives);
+            for (store, (block, objective)) in self.network.stores.iter().zip(blocks) {
+                h = block.forward_t(&h.to_device(store.device()), false);
                 let u = block.pooling().apply(&h);
-                out.push(objective.has_head().then(|| objective.logits(&u)));
+                out.push(
+                    objective
+                        .has_head()
+                        .then(|| objective.logits(&u).to_device(x.device())),
+                );
             }
             out
         })

@@ -38,7 +38,7 @@ use crate::objective::BlockObjective;
 use anyhow::{anyhow, bail, Result};
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// Minibatches a queue between two stages holds before its sender waits.
 pub const QUEUE: usize = 2;
@@ -50,6 +50,8 @@ pub struct Stages {
     pub blocks: Vec<Range<usize>>,
     /// Intra-op threads of each stage.
     pub threads: usize,
+    /// The device of each stage (`train.stage_devices`; empty: the model's device).
+    pub devices: Vec<Device>,
 }
 
 /// One minibatch on its way through the pipeline: the output and posterior of the
@@ -60,6 +62,16 @@ pub(super) struct Minibatch {
     pub(super) log_q: Option<Tensor>,
     pub(super) label_prior: Option<Tensor>,
     pub(super) y: Tensor,
+}
+
+impl Minibatch {
+    /// Moves every tensor to `device` (a stage on another GPU).
+    fn move_to(&mut self, device: Device) {
+        self.h = self.h.to_device(device);
+        self.log_q = self.log_q.as_ref().map(|t| t.to_device(device));
+        self.label_prior = self.label_prior.as_ref().map(|t| t.to_device(device));
+        self.y = self.y.to_device(device);
+    }
 }
 
 /// Trains `parts` (consecutive blocks, with their optimizers) on `minibatch`, which
@@ -92,6 +104,8 @@ pub(super) fn train_blocks(
 /// One stage's share of the model: consecutive blocks with their objectives and
 /// optimizers, borrowed mutably (so they may move to the stage's thread).
 struct Stage<'a> {
+    /// Where the stage's blocks live, when not on the feeder's device.
+    device: Option<Device>,
     name: String,
     first: usize,
     blocks: &'a mut [Box<dyn Block>],
@@ -127,10 +141,32 @@ impl Stages {
         } else {
             (cores / count).max(1)
         };
+        let devices = train
+            .stage_devices
+            .iter()
+            .map(|name| crate::device::parse(name))
+            .collect::<Result<Vec<_>>>()?;
+        if !devices.is_empty() && devices.len() != count {
+            bail!(
+                "config key `train.stage_devices` lists {} devices for {count} stages (one per stage)",
+                devices.len()
+            );
+        }
         Ok(Self {
             blocks: ranges,
             threads,
+            devices,
         })
+    }
+
+    /// Moves each stage's blocks to its device (`train.stage_devices`), before the
+    /// optimizers are built; the input priors stay on the model's device.
+    pub fn place(&self, model: &mut Model) {
+        for (range, &device) in self.blocks.iter().zip(&self.devices) {
+            for i in range.clone() {
+                model.place_block(i, device);
+            }
+        }
     }
 
     /// Trains `model` for one epoch on `batches` (in order), one thread per stage;
@@ -162,6 +198,7 @@ impl Stages {
                 (stage_objectives, objectives) = std::mem::take(&mut objectives).split_at_mut(n);
                 (stage_optimizers, optimizers) = std::mem::take(&mut optimizers).split_at_mut(n);
                 let stage = Stage {
+                    device: self.devices.get(number).copied(),
                     name: stage_name(number, range),
                     first: range.start,
                     blocks: stage_blocks,
@@ -218,7 +255,12 @@ impl std::fmt::Display for Stages {
             self.blocks.len(),
             groups.join(" | "),
             self.threads
-        )
+        )?;
+        if !self.devices.is_empty() {
+            let devices: Vec<String> = self.devices.iter().map(|&d| crate::device::name(d)).collect();
+            write!(f, ", on {}", devices.join(" | "))?;
+        }
+        Ok(())
     }
 }
 
@@ -261,6 +303,9 @@ impl Stage<'_> {
             })
             .collect();
         for mut minibatch in input {
+            if let Some(device) = self.device {
+                minibatch.move_to(device);
+            }
             let losses = train_blocks(&parts, self.optimizers, &mut minibatch, &|_| Ok(()))?;
             progress.record(minibatch.step, &losses, output.is_none())?;
             if let Some(output) = &output {
