@@ -71,39 +71,14 @@ pub enum BenchCommand {
     Pipeline(PipelineArgs),
 }
 
-/// `sll bench pipeline` options.
+/// `sll bench pipeline` options: those of `bench step`, plus the stages.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
-    /// `mlp`, `cnn` (the reference models of bench/reference/) or a preset name.
-    #[arg(long, default_value = "mlp")]
-    pub model: String,
-    /// Training method (sll or local).
-    #[arg(long, value_enum, default_value = "sll")]
-    pub method: Method,
     /// Pipeline stages (0 = one per block); each runs 1 intra-op thread.
     #[arg(long, default_value_t = 2)]
     pub stages: usize,
-    /// Intra-op threads of the wide sequential baseline (0 = the number of cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Minibatch size [default: 128 for mlp, 64 for cnn].
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Timed steps per round (each pipeline round fills and drains the pipeline).
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
-    /// Rounds of the three runs, alternating (the median round counts).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Untimed warm-up steps.
-    #[arg(long, default_value_t = 10)]
-    pub warmup: usize,
-    /// Print one JSON object instead of a sentence.
-    #[arg(long)]
-    pub json: bool,
-    /// Override any config key: `--set objective.d0=256` (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub bench: StepArgs,
 }
 
 /// `sll bench memory` options.
@@ -175,16 +150,18 @@ pub struct StepArgs {
     /// Minibatch size [default: 128 for mlp, 64 for cnn].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Timed steps per round.
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// Rounds (the median round counts; for sll, local-CE rounds alternate with them).
+    /// Timed steps per round [default: 20; bench pipeline: 100, each of its rounds
+    /// filling and draining the pipeline].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Rounds (the median round counts; rounds of the compared runs alternate).
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Intra-op threads (0 = libtorch's default).
+    /// Intra-op threads (0 = libtorch's default; bench pipeline: of its wide sequential
+    /// baseline, 0 = the number of cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Print one JSON object instead of a sentence.
@@ -277,7 +254,7 @@ pub fn main() -> Result<()> {
         Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
         Some(Command::Bench(BenchCommand::Pipeline(args))) => bench_pipeline_command(&args),
         Some(Command::Bench(BenchCommand::Flops(args))) => {
-            let result = crate::bench::flops::run(&step_spec(&args))?;
+            let result = crate::bench::flops::run(&step_spec(&args, 20))?;
             if args.json {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
@@ -325,18 +302,9 @@ fn report_command(args: &ReportArgs) -> Result<()> {
 }
 
 fn bench_pipeline_command(args: &PipelineArgs) -> Result<()> {
-    let spec = StepBenchSpec {
-        model: args.model.clone(),
-        method: args.method,
-        batch_size: args.batch_size,
-        steps: args.steps,
-        rounds: args.rounds,
-        warmup: args.warmup,
-        threads: args.threads,
-        sets: args.sets.clone(),
-    };
+    let spec = step_spec(&args.bench, 100);
     let result = crate::bench::pipeline::run(&spec, args.stages)?;
-    if args.json {
+    if args.bench.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         result.print();
@@ -377,12 +345,13 @@ fn bench_memory_command(args: &MemoryArgs) -> Result<()> {
     Ok(())
 }
 
-fn step_spec(args: &StepArgs) -> StepBenchSpec {
+/// What `args` ask to time; `steps` unless `--steps` is given.
+fn step_spec(args: &StepArgs, steps: usize) -> StepBenchSpec {
     StepBenchSpec {
         model: args.model.clone(),
         method: args.method,
         batch_size: args.batch_size,
-        steps: args.steps,
+        steps: args.steps.unwrap_or(steps),
         rounds: args.rounds,
         warmup: args.warmup,
         threads: args.threads,
@@ -391,7 +360,7 @@ fn step_spec(args: &StepArgs) -> StepBenchSpec {
 }
 
 fn bench_step_command(args: &StepArgs) -> Result<()> {
-    let result = crate::bench::step::run(&step_spec(args))?;
+    let result = crate::bench::step::run(&step_spec(args, 20))?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
