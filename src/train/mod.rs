@@ -340,12 +340,14 @@ fn train_epochs(
         }
         #[allow(unused_mut)]
         let mut sums = progress.finish();
-        let seconds = start.elapsed().as_secs_f64();
-        train_seconds += seconds;
+        // An MPI epoch ends when every rank has trained and sent its blocks to rank 0
+        // (rank 0 itself is done as soon as rank 1 has received its last minibatch).
         #[cfg(feature = "mpi")]
         if let Schedule::Mpi(mpi) = schedule {
             mpi.gather(&model, &mut sums)?;
         }
+        let seconds = start.elapsed().as_secs_f64();
+        train_seconds += seconds;
         let Some(run_dir) = &run_dir else {
             continue;
         };
