@@ -6,31 +6,13 @@
 //! processes, so 3 ranks on 2 cores use `--oversubscribe`.
 #![cfg(feature = "mpi")]
 
-use sll::cli::{eval_command, EvalArgs};
 use sll::config::Config;
 use sll::train;
 use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{checkpoint, numbers};
-
-/// The small MNIST run of these tests (3 blocks, dropout on, 1 intra-op thread), as
-/// `--set` overrides.
-fn small_sets() -> Vec<String> {
-    vec![
-        format!(
-            "data.dir={:?}",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")
-        ),
-        "data.train_subset=1500".into(),
-        "data.test_subset=1000".into(),
-        "model.hidden=[256, 256, 256]".into(),
-        "objective.d0=128".into(),
-        "train.epochs=2".into(),
-        "train.threads=1".into(),
-    ]
-}
+use common::{assert_same_training, numbers, small_sets};
 
 /// `mpirun -np <ranks> sll train --pipeline mpi` with the small run's settings and
 /// `extra` overrides, into `out`.
@@ -69,22 +51,7 @@ fn three_ranks_train_the_same_weights_as_sequential() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "mpirun failed: {stderr}");
     assert!(stderr.contains("MPI pipeline, 3 ranks"), "{stderr}");
-    let (a, b) = (checkpoint(&sequential), checkpoint(&run));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (other, y)) in a.iter().zip(&b) {
-        assert_eq!(name, other);
-        assert!(x.equal(y), "{name} differs from sequential training");
-    }
-    assert_eq!(numbers(&sequential), numbers(&run));
-    let evaluation = eval_command(&EvalArgs {
-        run: run.clone(),
-        data_dir: None,
-    })
-    .unwrap();
-    assert_eq!(
-        Some(evaluation.accuracy),
-        numbers(&run).last().unwrap()["test_accuracy"].as_f64()
-    );
+    assert_same_training(&sequential, &run, "3 MPI ranks");
 }
 
 /// A rank whose loss turns non-finite aborts the job: mpirun exits non-zero and the

@@ -2,12 +2,12 @@
 //! sequential training (which proves minibatch order and accuracy parity at once), and
 //! a failing stage that stops the run, named, without hanging.
 
-use sll::cli::{eval_command, resolve_train_config, EvalArgs, TrainArgs};
+use sll::cli::{resolve_train_config, TrainArgs};
 use sll::config::{Config, Pipeline};
 use sll::train;
 
 mod common;
-use common::{checkpoint, numbers};
+use common::{assert_same_training, small_sets};
 use std::sync::Mutex;
 
 /// libtorch's generator and thread settings are process-wide: tests that train take turns.
@@ -20,18 +20,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A small SLL MLP (3 blocks, dropout on) on 1,500 MNIST examples, 1 intra-op thread.
 fn small_config(extra: &[&str]) -> Config {
-    let mut sets: Vec<String> = vec![
-        format!(
-            "data.dir={:?}",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")
-        ),
-        "data.train_subset=1500".into(),
-        "data.test_subset=1000".into(),
-        "model.hidden=[256, 256, 256]".into(),
-        "objective.d0=128".into(),
-        "train.epochs=2".into(),
-        "train.threads=1".into(),
-    ];
+    let mut sets = small_sets();
     sets.extend(extra.iter().map(|s| s.to_string()));
     Config::load(None, &sets).unwrap()
 }
@@ -55,25 +44,7 @@ fn pipeline_trains_the_same_weights_as_sequential() {
             &format!("train.stage_devices={devices}"),
         ]);
         train::run(config, &run).unwrap();
-        let (a, b) = (checkpoint(&sequential), checkpoint(&run));
-        assert_eq!(a.len(), b.len());
-        for ((name, x), (other, y)) in a.iter().zip(&b) {
-            assert_eq!(name, other);
-            assert!(
-                x.equal(y),
-                "stages = {stages}: {name} differs from sequential training"
-            );
-        }
-        assert_eq!(numbers(&sequential), numbers(&run), "stages = {stages}");
-        let evaluation = eval_command(&EvalArgs {
-            run: run.clone(),
-            data_dir: None,
-        })
-        .unwrap();
-        assert_eq!(
-            Some(evaluation.accuracy),
-            numbers(&run).last().unwrap()["test_accuracy"].as_f64()
-        );
+        assert_same_training(&sequential, &run, &format!("stages = {stages}"));
     }
 }
 

@@ -124,6 +124,7 @@ fn block_step_changes_only_its_block_and_no_gradient_crosses() {
         log_q1.as_ref(),
         None,
         &y,
+        &|_| Ok(()),
     )
     .unwrap();
     for (i, before) in before.iter().enumerate() {

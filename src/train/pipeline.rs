@@ -30,7 +30,7 @@
 
 use super::model::Model;
 use super::optim::Optimizer;
-use super::sequential::{block_step_synced, LocalBlock};
+use super::sequential::{block_step, LocalBlock};
 use super::{BlockLoss, EpochProgress};
 use crate::config::{Prior, TrainConfig};
 use crate::model::Block;
@@ -86,7 +86,7 @@ pub(super) fn train_blocks(
     let mut losses = Vec::with_capacity(parts.len());
     for (part, optimizer) in parts.iter().zip(optimizers.iter_mut()) {
         let m = &*minibatch;
-        let out = block_step_synced(
+        let out = block_step(
             *part,
             optimizer,
             &m.h,

@@ -41,21 +41,9 @@ pub struct LocalBlock<'a> {
 /// gradient reaches any other block.
 ///
 /// `log_q_prev` is log q_{i-1} for `prior = previous`; `label_prior` is log t_y for
-/// `prior = label`.
+/// `prior = label`. `sync(i)` runs between the backward pass and the optimizer step
+/// (data-parallel replicas average their gradients there; `&|_| Ok(())` otherwise).
 pub fn block_step(
-    part: LocalBlock<'_>,
-    optimizer: &mut Optimizer,
-    h_prev: &Tensor,
-    log_q_prev: Option<&Tensor>,
-    label_prior: Option<&Tensor>,
-    y: &Tensor,
-) -> Result<BlockOutput> {
-    block_step_synced(part, optimizer, h_prev, log_q_prev, label_prior, y, &|_| Ok(()))
-}
-
-/// [`block_step`] with `sync(i)` run between the backward pass and the optimizer step
-/// of block i (data-parallel replicas average their gradients there).
-pub fn block_step_synced(
     part: LocalBlock<'_>,
     optimizer: &mut Optimizer,
     h_prev: &Tensor,
@@ -92,7 +80,15 @@ pub fn step(model: &Model, optimizers: &mut [Optimizer], x: &Tensor, y: &Tensor)
     let mut losses = Vec::with_capacity(model.network.len());
     for (i, optimizer) in optimizers.iter_mut().enumerate() {
         let part = model.local_block(i);
-        let out = block_step(part, optimizer, &h, log_q.as_ref(), label_prior.as_ref(), y)?;
+        let out = block_step(
+            part,
+            optimizer,
+            &h,
+            log_q.as_ref(),
+            label_prior.as_ref(),
+            y,
+            &|_| Ok(()),
+        )?;
         losses.push(out.loss);
         (h, log_q) = (out.h, out.log_q);
     }

@@ -41,3 +41,45 @@ pub fn numbers(run: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// The small MNIST run of the pipeline tests (3 blocks, dropout on, 1,500 training
+/// examples, 2 epochs, 1 intra-op thread), as config overrides.
+#[allow(dead_code)]
+pub fn small_sets() -> Vec<String> {
+    vec![
+        format!(
+            "data.dir={:?}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")
+        ),
+        "data.train_subset=1500".into(),
+        "data.test_subset=1000".into(),
+        "model.hidden=[256, 256, 256]".into(),
+        "objective.d0=128".into(),
+        "train.epochs=2".into(),
+        "train.threads=1".into(),
+    ]
+}
+
+/// Asserts that `run` trained exactly what `sequential` did (every checkpoint tensor
+/// bit for bit, every epoch's losses and test accuracies) and that `sll eval` on it
+/// reproduces its last accuracy; `what` names the run in failures.
+#[allow(dead_code)]
+pub fn assert_same_training(sequential: &Path, run: &Path, what: &str) {
+    let (a, b) = (checkpoint(sequential), checkpoint(run));
+    assert_eq!(a.len(), b.len(), "{what}");
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert_eq!(name, other, "{what}");
+        assert!(x.equal(y), "{what}: {name} differs from sequential training");
+    }
+    assert_eq!(numbers(sequential), numbers(run), "{what}");
+    let evaluation = sll::cli::eval_command(&sll::cli::EvalArgs {
+        run: run.to_path_buf(),
+        data_dir: None,
+    })
+    .unwrap();
+    assert_eq!(
+        Some(evaluation.accuracy),
+        numbers(run).last().unwrap()["test_accuracy"].as_f64(),
+        "{what}"
+    );
+}
