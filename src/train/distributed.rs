@@ -180,8 +180,9 @@ impl MpiPipeline {
         self.world.abort(1)
     }
 
-    /// Trains this rank's blocks for one epoch of `steps` minibatches: rank 0 takes them
-    /// from `batches`, the others receive them from the rank before. Returns when every
+    /// Trains this rank's blocks for one epoch of `steps` minibatches: the first stage
+    /// takes them from `batches` (each replica its share of the rows), the others
+    /// receive them from the same replica of the stage before. Returns when every
     /// minibatch has been trained and sent on (and received by the next rank).
     pub fn train_epoch(
         &self,
