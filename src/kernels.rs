@@ -26,6 +26,7 @@
 //!
 //! Each is checked against the reference formulas of `objective.rs` in the tests.
 
+use multiversion::multiversion;
 use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tch::{Device, Kind, Tensor};
@@ -55,24 +56,7 @@ impl MaskSpec {
     /// Writes row `row` of the mask into `out`: 1/(1−p) with probability 1−p, else 0,
     /// from 16-bit draws (four per 64-bit output of the generator).
     pub fn fill_row(&self, row: usize, out: &mut [f32]) {
-        let seed = mix(mix(mix(self.seed) ^ self.step) ^ row as u64);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let threshold = (self.p * 65536.0).round() as u32;
-        let keep = (1.0 / (1.0 - self.p)) as f32;
-        // 64 draws at a time: 16 generator outputs cut into their four 16-bit parts
-        // (lowest first), then one compare per entry, which vectorises.
-        let mut draws = [0u16; 64];
-        for chunk in out.chunks_mut(64) {
-            for four in draws.chunks_exact_mut(4) {
-                let bits = rng.next_u64();
-                for (q, d) in four.iter_mut().enumerate() {
-                    *d = (bits >> (16 * q)) as u16;
-                }
-            }
-            for (v, &d) in chunk.iter_mut().zip(&draws) {
-                *v = if d as u32 >= threshold { keep } else { 0.0 };
-            }
-        }
+        fill_row_mask_spec(self, row, out)
     }
 
     /// The whole mask for a tensor of `shape` (rows along the first dimension), as an
@@ -125,6 +109,7 @@ pub trait RowProjection: Sync {
 }
 
 /// Writes `row` into lane `lane` of `tile` ([row.len()][TILE]).
+#[inline(always)]
 fn set_lane(tile: &mut [f32], lane: usize, row: &[f32]) {
     for (t, &v) in tile.chunks_exact_mut(TILE).zip(row) {
         t[lane] = v;
@@ -132,6 +117,7 @@ fn set_lane(tile: &mut [f32], lane: usize, row: &[f32]) {
 }
 
 /// Reads lane `lane` of `tile` ([row.len()][TILE]) into `row`.
+#[inline(always)]
 fn get_lane(tile: &[f32], lane: usize, row: &mut [f32]) {
     for (v, t) in row.iter_mut().zip(tile.chunks_exact(TILE)) {
         *v = t[lane];
@@ -226,39 +212,13 @@ impl RowProjection for SparseTable {
     }
 
     /// z_c = Σ_{j: R_cj ≠ 0} R_cj u_j, for each lane.
-    fn forward_tile(&self, u: &[f32], z: &mut [f32], _: &mut [f32]) {
-        for (z, range) in z.chunks_exact_mut(TILE).zip(self.row_starts.windows(2)) {
-            let mut acc = [0f32; TILE];
-            let (inputs, values) = (
-                &self.row_inputs[range[0]..range[1]],
-                &self.row_values[range[0]..range[1]],
-            );
-            for (&j, &v) in inputs.iter().zip(values) {
-                let uj = &u[j as usize * TILE..][..TILE];
-                for (a, &x) in acc.iter_mut().zip(uj) {
-                    *a += v * x;
-                }
-            }
-            z.copy_from_slice(&acc);
-        }
+    fn forward_tile(&self, u: &[f32], z: &mut [f32], _arg2: &mut [f32]) {
+        forward_tile_sparse_table(self, u, z, _arg2)
     }
 
     /// out_j = Σ_{c: R_cj ≠ 0} R_cj g_c, for each lane.
-    fn transpose_tile(&self, g: &[f32], out: &mut [f32], _: &mut [f32]) {
-        let columns = self
-            .column_rows
-            .chunks_exact(self.k)
-            .zip(self.column_values.chunks_exact(self.k));
-        for (o, (rows, values)) in out.chunks_exact_mut(TILE).zip(columns) {
-            let mut acc = [0f32; TILE];
-            for (&c, &v) in rows.iter().zip(values) {
-                let gc = &g[c as usize * TILE..][..TILE];
-                for (a, &x) in acc.iter_mut().zip(gc) {
-                    *a += v * x;
-                }
-            }
-            o.copy_from_slice(&acc);
-        }
+    fn transpose_tile(&self, g: &[f32], out: &mut [f32], _arg2: &mut [f32]) {
+        transpose_tile_sparse_table(self, g, out, _arg2)
     }
 }
 
@@ -301,6 +261,7 @@ impl SrhtTable {
 /// The in-place fast Walsh–Hadamard transform x ← H x (unnormalised) of `lanes`
 /// interleaved vectors (x is [n][lanes], n a power of two): log2(n) rounds of
 /// butterflies (a, b) → (a + b, a − b).
+#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn fwht(x: &mut [f32], lanes: usize) {
     let mut h = lanes;
     while h < x.len() {
@@ -327,40 +288,12 @@ impl RowProjection for SrhtTable {
 
     /// z = S H (D u / √d0, zero-padded), for each lane.
     fn forward_tile(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
-        let x = &mut scratch[..self.padded * TILE];
-        for ((x, &s), u) in x
-            .chunks_exact_mut(TILE)
-            .zip(&self.signs)
-            .zip(u.chunks_exact(TILE))
-        {
-            for (x, &u) in x.iter_mut().zip(u) {
-                *x = s * u;
-            }
-        }
-        x[self.signs.len() * TILE..].fill(0.0);
-        fwht(x, TILE);
-        for (z, &r) in z.chunks_exact_mut(TILE).zip(&self.rows) {
-            z.copy_from_slice(&x[r * TILE..][..TILE]);
-        }
+        forward_tile_srht_table(self, u, z, scratch)
     }
 
     /// R^T g = D H S^T g / √d0 (H is symmetric), the first dim coordinates.
     fn transpose_tile(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
-        let x = &mut scratch[..self.padded * TILE];
-        x.fill(0.0);
-        for (g, &r) in g.chunks_exact(TILE).zip(&self.rows) {
-            x[r * TILE..][..TILE].copy_from_slice(g);
-        }
-        fwht(x, TILE);
-        for ((o, &s), x) in out
-            .chunks_exact_mut(TILE)
-            .zip(&self.signs)
-            .zip(x.chunks_exact(TILE))
-        {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = s * x;
-            }
-        }
+        transpose_tile_srht_table(self, g, out, scratch)
     }
 }
 
@@ -579,35 +512,13 @@ impl Row<'_> {
     /// g = (q − w)/(2τN) into `grad_z` and D_B(q, p) = −logsumexp(s) returned (0
     /// without one). `q` is scratch. Two exponentials per category.
     fn finish(&self, k: usize, z: &[f32], log_q: &mut [f32], q: &mut [f32], grad_z: &mut [f32]) -> f32 {
-        let z_max = max(z) * self.inv_tau;
-        for (q, &z) in q.iter_mut().zip(z) {
-            *q = exp(z * self.inv_tau - z_max);
-        }
-        let q_sum = sum(q);
-        let lse = z_max + q_sum.ln();
-        for (l, &z) in log_q.iter_mut().zip(z) {
-            *l = z * self.inv_tau - lse;
-        }
-        let Some(prior) = self.prior else { return 0.0 };
-        let log_p = &prior[k * self.d0..(k + 1) * self.d0];
-        for ((s, &lq), &lp) in grad_z.iter_mut().zip(log_q.iter()).zip(log_p) {
-            *s = 0.5 * (lq + lp);
-        }
-        let s_max = max(grad_z);
-        for s in grad_z.iter_mut() {
-            *s = exp(*s - s_max);
-        }
-        let s_sum = sum(grad_z);
-        let (q_scale, w_scale) = (self.scale / q_sum, self.scale / s_sum);
-        for (g, &q) in grad_z.iter_mut().zip(q.iter()) {
-            *g = q * q_scale - *g * w_scale;
-        }
-        -(s_max + s_sum.ln())
+        finish_row(self, k, z, log_q, q, grad_z)
     }
 }
 
 /// Σ x with eight running sums (so that the loop vectorises; fixed order, hence
 /// the same bits on every call).
+#[inline(always)]
 fn sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -621,6 +532,7 @@ fn sum(x: &[f32]) -> f32 {
 }
 
 /// max x (−∞ for no values), eight running maxima as in [`sum`].
+#[inline(always)]
 fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
@@ -687,23 +599,8 @@ pub fn kernel_threads() -> usize {
     tch::get_num_threads().max(1) as usize
 }
 
-/// Runs `work` on every share: the first on this thread, each other on a scoped thread.
-pub fn run_shares<T: Send>(shares: impl IntoIterator<Item = T>, work: impl Fn(T) + Sync) {
-    let mut shares = shares.into_iter();
-    let first = shares.next();
-    let work = &work;
-    std::thread::scope(|scope| {
-        for share in shares {
-            scope.spawn(move || work(share));
-        }
-        if let Some(share) = first {
-            work(share);
-        }
-    });
-}
-
 /// Splits `n` rows into `threads` contiguous shares and runs `work(first row, rows,
-/// chunks)` on each (see [`run_shares`]), where chunks are the share's rows of each
+/// chunks)` on each (see [`crate::parallel::run_shares`]), where chunks are the share's rows of each
 /// (buffer, row width) in `buffers`.
 fn par_rows(
     n: usize,
@@ -721,10 +618,145 @@ fn par_rows(
             share.push(chunk);
         }
     }
-    run_shares(shares.into_iter().enumerate(), |(s, mut chunks)| {
+    crate::parallel::run_shares(shares.into_iter().enumerate(), |(s, mut chunks)| {
         let first = s * rows_per;
         work(first, rows_per.min(n - first), &mut chunks);
     });
+}
+
+// The hot loops of the methods above, compiled once more for AVX2 + FMA and picked
+// at run time (`multiversion`). Rust never fuses a multiply and an add on its own, so
+// both versions give the same bits.
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn fill_row_mask_spec(this: &MaskSpec, row: usize, out: &mut [f32]) {
+    let seed = mix(mix(mix(this.seed) ^ this.step) ^ row as u64);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let threshold = (this.p * 65536.0).round() as u32;
+    let keep = (1.0 / (1.0 - this.p)) as f32;
+    // 64 draws at a time: 16 generator outputs cut into their four 16-bit parts
+    // (lowest first), then one compare per entry, which vectorises.
+    let mut draws = [0u16; 64];
+    for chunk in out.chunks_mut(64) {
+        for four in draws.chunks_exact_mut(4) {
+            let bits = rng.next_u64();
+            for (q, d) in four.iter_mut().enumerate() {
+                *d = (bits >> (16 * q)) as u16;
+            }
+        }
+        for (v, &d) in chunk.iter_mut().zip(&draws) {
+            *v = if d as u32 >= threshold { keep } else { 0.0 };
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_tile_sparse_table(this: &SparseTable, u: &[f32], z: &mut [f32], _arg2: &mut [f32]) {
+    for (z, range) in z.chunks_exact_mut(TILE).zip(this.row_starts.windows(2)) {
+        let mut acc = [0f32; TILE];
+        let (inputs, values) = (
+            &this.row_inputs[range[0]..range[1]],
+            &this.row_values[range[0]..range[1]],
+        );
+        for (&j, &v) in inputs.iter().zip(values) {
+            let uj = &u[j as usize * TILE..][..TILE];
+            for (a, &x) in acc.iter_mut().zip(uj) {
+                *a += v * x;
+            }
+        }
+        z.copy_from_slice(&acc);
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn transpose_tile_sparse_table(this: &SparseTable, g: &[f32], out: &mut [f32], _arg2: &mut [f32]) {
+    let columns = this
+        .column_rows
+        .chunks_exact(this.k)
+        .zip(this.column_values.chunks_exact(this.k));
+    for (o, (rows, values)) in out.chunks_exact_mut(TILE).zip(columns) {
+        let mut acc = [0f32; TILE];
+        for (&c, &v) in rows.iter().zip(values) {
+            let gc = &g[c as usize * TILE..][..TILE];
+            for (a, &x) in acc.iter_mut().zip(gc) {
+                *a += v * x;
+            }
+        }
+        o.copy_from_slice(&acc);
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_tile_srht_table(this: &SrhtTable, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
+    let x = &mut scratch[..this.padded * TILE];
+    for ((x, &s), u) in x
+        .chunks_exact_mut(TILE)
+        .zip(&this.signs)
+        .zip(u.chunks_exact(TILE))
+    {
+        for (x, &u) in x.iter_mut().zip(u) {
+            *x = s * u;
+        }
+    }
+    x[this.signs.len() * TILE..].fill(0.0);
+    fwht(x, TILE);
+    for (z, &r) in z.chunks_exact_mut(TILE).zip(&this.rows) {
+        z.copy_from_slice(&x[r * TILE..][..TILE]);
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn transpose_tile_srht_table(this: &SrhtTable, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+    let x = &mut scratch[..this.padded * TILE];
+    x.fill(0.0);
+    for (g, &r) in g.chunks_exact(TILE).zip(&this.rows) {
+        x[r * TILE..][..TILE].copy_from_slice(g);
+    }
+    fwht(x, TILE);
+    for ((o, &s), x) in out
+        .chunks_exact_mut(TILE)
+        .zip(&this.signs)
+        .zip(x.chunks_exact(TILE))
+    {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = s * x;
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn finish_row<'a>(
+    this: &Row<'a>,
+    k: usize,
+    z: &[f32],
+    log_q: &mut [f32],
+    q: &mut [f32],
+    grad_z: &mut [f32],
+) -> f32 {
+    let z_max = max(z) * this.inv_tau;
+    for (q, &z) in q.iter_mut().zip(z) {
+        *q = exp(z * this.inv_tau - z_max);
+    }
+    let q_sum = sum(q);
+    let lse = z_max + q_sum.ln();
+    for (l, &z) in log_q.iter_mut().zip(z) {
+        *l = z * this.inv_tau - lse;
+    }
+    let Some(prior) = this.prior else { return 0.0 };
+    let log_p = &prior[k * this.d0..(k + 1) * this.d0];
+    for ((s, &lq), &lp) in grad_z.iter_mut().zip(log_q.iter()).zip(log_p) {
+        *s = 0.5 * (lq + lp);
+    }
+    let s_max = max(grad_z);
+    for s in grad_z.iter_mut() {
+        *s = exp(*s - s_max);
+    }
+    let s_sum = sum(grad_z);
+    let (q_scale, w_scale) = (this.scale / q_sum, this.scale / s_sum);
+    for (g, &q) in grad_z.iter_mut().zip(q.iter()) {
+        *g = q * q_scale - *g * w_scale;
+    }
+    -(s_max + s_sum.ln())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod device;
 pub mod kernels;
 pub mod model;
 pub mod objective;
+pub mod parallel;
 pub mod report;
 pub mod train;
 

@@ -226,7 +226,8 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the benchmark: `rounds` rounds of `steps` timed steps (after `warmup`), the
 /// median round counts. For `sll`, rounds of plain local cross-entropy on the same
-/// model alternate with it, and the objective's share is 1 − t(local)/t(sll).
+/// model alternate with it, and the objective's share is the median over neighbouring
+/// pairs of rounds of 1 − t(local)/t(sll).
 pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
     if spec.steps == 0 || spec.rounds == 0 {
         bail!("--steps and --rounds must be > 0");
@@ -239,18 +240,32 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
     if let Some(b) = baseline.as_mut() {
         b.time(spec.warmup.max(1))?;
     }
-    let (mut times, mut baseline_times) = (vec![], vec![]);
-    for _ in 0..spec.rounds {
-        times.push(bench.time(spec.steps)?.seconds);
-        if let Some(b) = baseline.as_mut() {
-            baseline_times.push(b.time(spec.steps)?.seconds);
+    // Each round of SLL is paired with a round of local CE timed next to it (which
+    // goes first alternates), and the share is the median over pairs of
+    // 1 − t(local)/t(SLL): on a machine whose speed drifts from round to round, a
+    // ratio of neighbours is steadier than a ratio of separate medians.
+    let (mut times, mut ratios) = (vec![], vec![]);
+    for round in 0..spec.rounds {
+        match baseline.as_mut() {
+            None => times.push(bench.time(spec.steps)?.seconds),
+            Some(b) => {
+                let (t, base) = if round % 2 == 0 {
+                    let t = bench.time(spec.steps)?.seconds;
+                    (t, b.time(spec.steps)?.seconds)
+                } else {
+                    let base = b.time(spec.steps)?.seconds;
+                    (bench.time(spec.steps)?.seconds, base)
+                };
+                times.push(t);
+                ratios.push(base / t);
+            }
         }
     }
     let seconds = median(times);
-    let objective_share = if baseline_times.is_empty() {
+    let objective_share = if ratios.is_empty() {
         0.0
     } else {
-        (1.0 - median(baseline_times) / seconds).max(0.0)
+        (1.0 - median(ratios)).max(0.0)
     };
     let batch = bench.batch_size();
     let flops = super::flops::count(&bench.model).per_step(batch);

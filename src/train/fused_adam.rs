@@ -112,7 +112,7 @@ impl FusedAdam {
         }
         let rule = self.rule(lr);
         let shares = split(&spans, crate::kernels::kernel_threads().min(8));
-        crate::kernels::run_shares(shares, |share| share.iter().for_each(|s| rule.apply(*s)));
+        crate::parallel::run_shares(shares, |share| share.iter().for_each(|s| rule.apply(*s)));
         drop(relaid);
     }
 
@@ -178,30 +178,37 @@ struct Rule {
 
 impl Rule {
     fn apply(&self, s: Span) {
-        // SAFETY: each span covers `len` valid f32 elements of four distinct, live
-        // tensors, and no other thread touches this range.
-        let (p, g, m, v) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(s.p, s.len),
-                std::slice::from_raw_parts_mut(s.g, s.len),
-                std::slice::from_raw_parts_mut(s.m, s.len),
-                std::slice::from_raw_parts_mut(s.v, s.len),
-            )
-        };
-        let decay = 1.0 - self.lr * self.weight_decay;
-        for i in 0..s.len {
-            let mut grad = g[i];
-            if self.decoupled {
-                p[i] *= decay;
-            } else {
-                grad += self.weight_decay * p[i];
-            }
-            m[i] = self.beta1 * m[i] + (1.0 - self.beta1) * grad;
-            v[i] = self.beta2 * v[i] + (1.0 - self.beta2) * grad * grad;
-            let denom = v[i].sqrt() * self.inv_sqrt_bc2 + self.eps;
-            p[i] -= self.step_size * m[i] / denom;
-            g[i] = 0.0;
+        apply_rule(self, s)
+    }
+}
+
+/// One Adam step on a span, compiled once more for AVX2 + FMA and picked at run time
+/// (the same bits either way: no fused multiply-add is formed).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn apply_rule(this: &Rule, s: Span) {
+    // SAFETY: each span covers `len` valid f32 elements of four distinct, live
+    // tensors, and no other thread touches this range.
+    let (p, g, m, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(s.p, s.len),
+            std::slice::from_raw_parts_mut(s.g, s.len),
+            std::slice::from_raw_parts_mut(s.m, s.len),
+            std::slice::from_raw_parts_mut(s.v, s.len),
+        )
+    };
+    let decay = 1.0 - this.lr * this.weight_decay;
+    for i in 0..s.len {
+        let mut grad = g[i];
+        if this.decoupled {
+            p[i] *= decay;
+        } else {
+            grad += this.weight_decay * p[i];
         }
+        m[i] = this.beta1 * m[i] + (1.0 - this.beta1) * grad;
+        v[i] = this.beta2 * v[i] + (1.0 - this.beta2) * grad * grad;
+        let denom = v[i].sqrt() * this.inv_sqrt_bc2 + this.eps;
+        p[i] -= this.step_size * m[i] / denom;
+        g[i] = 0.0;
     }
 }
 
