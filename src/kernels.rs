@@ -212,13 +212,13 @@ impl RowProjection for SparseTable {
     }
 
     /// z_c = Σ_{j: R_cj ≠ 0} R_cj u_j, for each lane.
-    fn forward_tile(&self, u: &[f32], z: &mut [f32], _arg2: &mut [f32]) {
-        forward_tile_sparse_table(self, u, z, _arg2)
+    fn forward_tile(&self, u: &[f32], z: &mut [f32], scratch: &mut [f32]) {
+        forward_tile_sparse_table(self, u, z, scratch)
     }
 
     /// out_j = Σ_{c: R_cj ≠ 0} R_cj g_c, for each lane.
-    fn transpose_tile(&self, g: &[f32], out: &mut [f32], _arg2: &mut [f32]) {
-        transpose_tile_sparse_table(self, g, out, _arg2)
+    fn transpose_tile(&self, g: &[f32], out: &mut [f32], scratch: &mut [f32]) {
+        transpose_tile_sparse_table(self, g, out, scratch)
     }
 }
 
@@ -651,39 +651,35 @@ fn fill_row_mask_spec(this: &MaskSpec, row: usize, out: &mut [f32]) {
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn forward_tile_sparse_table(this: &SparseTable, u: &[f32], z: &mut [f32], _arg2: &mut [f32]) {
+fn forward_tile_sparse_table(this: &SparseTable, u: &[f32], z: &mut [f32], _scratch: &mut [f32]) {
     for (z, range) in z.chunks_exact_mut(TILE).zip(this.row_starts.windows(2)) {
-        let mut acc = [0f32; TILE];
-        let (inputs, values) = (
-            &this.row_inputs[range[0]..range[1]],
-            &this.row_values[range[0]..range[1]],
-        );
-        for (&j, &v) in inputs.iter().zip(values) {
-            let uj = &u[j as usize * TILE..][..TILE];
-            for (a, &x) in acc.iter_mut().zip(uj) {
-                *a += v * x;
-            }
-        }
-        z.copy_from_slice(&acc);
+        let r = range[0]..range[1];
+        gather_lanes(z, &this.row_inputs[r.clone()], &this.row_values[r], u);
     }
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn transpose_tile_sparse_table(this: &SparseTable, g: &[f32], out: &mut [f32], _arg2: &mut [f32]) {
+fn transpose_tile_sparse_table(this: &SparseTable, g: &[f32], out: &mut [f32], _scratch: &mut [f32]) {
     let columns = this
         .column_rows
         .chunks_exact(this.k)
         .zip(this.column_values.chunks_exact(this.k));
     for (o, (rows, values)) in out.chunks_exact_mut(TILE).zip(columns) {
-        let mut acc = [0f32; TILE];
-        for (&c, &v) in rows.iter().zip(values) {
-            let gc = &g[c as usize * TILE..][..TILE];
-            for (a, &x) in acc.iter_mut().zip(gc) {
-                *a += v * x;
-            }
-        }
-        o.copy_from_slice(&acc);
+        gather_lanes(o, rows, values, g);
     }
+}
+
+/// One tile row (TILE lanes) out = Σ_e values[e] · (row indices[e] of the tile `src`):
+/// both products of the sparse projection, each output accumulated in registers.
+#[inline(always)]
+fn gather_lanes(out: &mut [f32], indices: &[u32], values: &[f32], src: &[f32]) {
+    let mut acc = [0f32; TILE];
+    for (&j, &v) in indices.iter().zip(values) {
+        for (a, &x) in acc.iter_mut().zip(&src[j as usize * TILE..][..TILE]) {
+            *a += v * x;
+        }
+    }
+    out.copy_from_slice(&acc);
 }
 
 #[multiversion(targets("x86_64+avx2+fma"))]
