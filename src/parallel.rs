@@ -35,7 +35,7 @@ fn openmp() -> Option<&'static OpenMp> {
                 return None;
             }
             // libtorch's own libgomp is loaded with the process (libtorch_cpu needs it);
-            // creating a tensor first makes sure of it for any linking order.
+            // asking libtorch for its thread count first makes sure of it.
             let _ = tch::get_num_threads();
             let symbol = |name: &[u8]| {
                 // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads.
