@@ -411,7 +411,7 @@ fn fused_pass(
                     for i in 0..rows {
                         get_lane(&z_tile, i, &mut z);
                         let log_q = &mut log_q[(t + i) * d0..(t + i + 1) * d0];
-                        dist[t + i] = row.finish(first + t + i, &z, log_q, &mut q, &mut gz);
+                        dist[t + i] = finish_row(&row, first + t + i, &z, log_q, &mut q, &mut gz);
                         set_lane(&mut g_tile, i, &gz);
                     }
                     if let [grad] = grad {
@@ -467,7 +467,7 @@ fn fused_pass(
                         _ => &mut scratch[..],
                     };
                     let log_q = &mut log_q[i * d0..(i + 1) * d0];
-                    dist[i] = row.finish(k, &zs[k * d0..(k + 1) * d0], log_q, &mut q, gz);
+                    dist[i] = finish_row(&row, k, &zs[k * d0..(k + 1) * d0], log_q, &mut q, gz);
                 }
             });
             if let Some(grad_z) = grad_z {
@@ -505,15 +505,6 @@ struct Row<'a> {
     /// log p, [N, d0] row-major, if any.
     prior: Option<&'a [f32]>,
     d0: usize,
-}
-
-impl Row<'_> {
-    /// From row k's logits z: log q = z/τ − logsumexp(z/τ) into `log_q`; with a prior,
-    /// g = (q − w)/(2τN) into `grad_z` and D_B(q, p) = −logsumexp(s) returned (0
-    /// without one). `q` is scratch. Two exponentials per category.
-    fn finish(&self, k: usize, z: &[f32], log_q: &mut [f32], q: &mut [f32], grad_z: &mut [f32]) -> f32 {
-        finish_row(self, k, z, log_q, q, grad_z)
-    }
 }
 
 /// Σ x with eight running sums (so that the loop vectorises; fixed order, hence
@@ -720,6 +711,9 @@ fn transpose_tile_srht_table(this: &SrhtTable, g: &[f32], out: &mut [f32], scrat
     }
 }
 
+/// From row k's logits z: log q = z/τ − logsumexp(z/τ) into `log_q`; with a prior,
+/// g = (q − w)/(2τN) into `grad_z` and D_B(q, p) = −logsumexp(s) returned (0
+/// without one). `q` is scratch. Two exponentials per category.
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn finish_row<'a>(
     this: &Row<'a>,

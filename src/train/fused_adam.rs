@@ -112,7 +112,7 @@ impl FusedAdam {
         }
         let rule = self.rule(lr);
         let shares = split(&spans, crate::kernels::kernel_threads().min(8));
-        crate::parallel::run_shares(shares, |share| share.iter().for_each(|s| rule.apply(*s)));
+        crate::parallel::run_shares(shares, |share| share.iter().for_each(|s| apply_rule(&rule, *s)));
         drop(relaid);
     }
 
@@ -174,12 +174,6 @@ struct Rule {
     eps: f32,
     weight_decay: f32,
     decoupled: bool,
-}
-
-impl Rule {
-    fn apply(&self, s: Span) {
-        apply_rule(self, s)
-    }
 }
 
 /// One Adam step on a span, compiled once more for AVX2 + FMA and picked at run time
