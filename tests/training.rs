@@ -313,9 +313,9 @@ fn forward_flops_are_counted_by_hand() {
 
 /// The CIFAR-10 VGG preset shrunk to a test: channels 16-32-64 with pooling after each,
 /// one stage per block, 2 epochs on 8,000 training images (no augmentation, no warm-up),
-/// evaluated on 2,000 test images. Must reach 35 % with SLL and 40 % with BP (chance is 10 %; measured:
-/// sll 40.6 %, bp 47.7 %), with a head per block for SLL and metrics recording every
-/// block's accuracy after every epoch.
+/// evaluated on 2,000 test images. Must reach 35 % with SLL and 40 % with BP (chance is
+/// 10 %; measured: sll 40.6 %, bp 47.7 %), with a head per block for SLL and metrics
+/// recording every block's accuracy after every epoch.
 #[test]
 fn short_cifar_runs_reach_stated_accuracy() {
     let _guard = serial();
