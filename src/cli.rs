@@ -175,7 +175,9 @@ pub struct StepArgs {
 /// `sll train` options; each overrides the config.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Config file, or a preset name (mnist-mlp, fashion-mnist-mlp).
+    /// Config file, or a preset name: mnist-mlp, fashion-mnist-mlp, mnist-vit, cifar10-vgg,
+    /// cifar10-resnet, cifar10-vit, imagefolder-resnet; the GPU-sized ones end in -full
+    /// (cifar10-vgg-full, cifar10-resnet-full, cifar10-vit-full, imagefolder-resnet-full).
     #[arg(long)]
     pub config: Option<String>,
     /// Training method.
@@ -458,4 +460,31 @@ pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
 fn read_summary(run: &Path) -> Option<Summary> {
     let text = std::fs::read_to_string(run.join("summary.json")).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use crate::config::PRESETS;
+    use clap::CommandFactory;
+
+    /// `sll train --help` names every shipped preset, so the list cannot fall behind.
+    #[test]
+    fn train_help_names_every_preset() {
+        let cli = Cli::command();
+        let train = cli.find_subcommand("train").expect("train subcommand");
+        let config = train
+            .get_arguments()
+            .find(|a| a.get_id() == "config")
+            .expect("--config");
+        let help = config.get_long_help().or(config.get_help()).unwrap();
+        let help = help.to_string();
+        for (name, _) in PRESETS {
+            assert!(
+                help.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+                    .any(|w| w == *name),
+                "--config help does not name preset {name}: {help}"
+            );
+        }
+    }
 }
