@@ -1,9 +1,10 @@
-//! Tests of the data module: the IDX reader and loader on the real MNIST and
-//! Fashion-MNIST files, their behaviour on damaged copies, seeded minibatches,
-//! and the downloader against a local HTTP server.
+//! Tests of the data module: the IDX reader and loader on the real MNIST (the
+//! copy the repository ships in `data/`) and Fashion-MNIST (shared data, skipped
+//! without it) files, their behaviour on damaged copies, seeded minibatches, and
+//! the downloader against a local HTTP server.
 
 mod common;
-use common::synthetic;
+use common::{synthetic, REPO_DATA};
 use sll::data::{self, fetch, idx};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,9 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use tch::{Kind, Tensor};
 
-/// The read-only data shared by every session: `<dataset>/<official names>.gz`.
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"))
+/// The repository's data dir, holding the real MNIST: `mnist/<official names>.gz`.
+fn repo_data() -> PathBuf {
+    PathBuf::from(REPO_DATA)
 }
 
 /// The official MNIST / Fashion-MNIST file names, without `.gz`.
@@ -27,9 +28,9 @@ const FILES: [&str; 4] = [
 /// Number of examples of each digit in the MNIST training set.
 const MNIST_TRAIN_HISTOGRAM: [i64; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
 
-/// The decompressed bytes of one shared MNIST file.
+/// The decompressed bytes of one real MNIST file.
 fn mnist_raw(file: &str) -> Vec<u8> {
-    idx::read_file(&shared().join("mnist").join(format!("{file}.gz"))).unwrap()
+    idx::read_file(&repo_data().join("mnist").join(format!("{file}.gz"))).unwrap()
 }
 
 /// A temporary data dir holding a writable copy of the four MNIST `.gz` files,
@@ -40,7 +41,7 @@ fn mnist_copy() -> (tempfile::TempDir, PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     for f in FILES {
         let name = format!("{f}.gz");
-        let bytes = std::fs::read(shared().join("mnist").join(&name)).unwrap();
+        let bytes = std::fs::read(repo_data().join("mnist").join(&name)).unwrap();
         std::fs::write(dir.join(&name), bytes).unwrap();
     }
     (tmp, dir)
@@ -97,7 +98,7 @@ fn idx_reader_reads_the_real_mnist_files() {
 
 #[test]
 fn load_verifies_and_converts_mnist() {
-    let (train, test) = data::load("mnist", &shared()).unwrap();
+    let (train, test) = data::load("mnist", &repo_data()).unwrap();
     assert_eq!((train.len(), test.len()), (60000, 10000));
     assert!(!train.is_empty());
     assert_eq!(train.classes, 10);
@@ -127,7 +128,10 @@ fn load_verifies_and_converts_mnist() {
 
 #[test]
 fn load_verifies_fashion_mnist() {
-    let (train, test) = data::load("fashion-mnist", &shared()).unwrap();
+    let Some(shared) = common::shared_data("Fashion-MNIST", &common::FASHION_MNIST_FILES) else {
+        return;
+    };
+    let (train, test) = data::load("fashion-mnist", &shared).unwrap();
     assert_eq!((train.len(), test.len()), (60000, 10000));
     assert_eq!(test.images.size(), vec![10000, 1, 28, 28]);
     // Fashion-MNIST is balanced: 6,000 and 1,000 examples of each class.
@@ -167,7 +171,7 @@ fn dataset_names_and_mirrors() {
     );
     for err in [
         fetch::default_mirror("cifar-100").unwrap_err(),
-        data::load("cifar-100", &shared()).unwrap_err(),
+        data::load("cifar-100", &repo_data()).unwrap_err(),
         fetch::fetch("cifar-100", Path::new("unused"), None).unwrap_err(),
     ] {
         let msg = err.to_string();
@@ -339,8 +343,8 @@ fn ordered_batches_keep_the_order() {
 }
 
 /// A local HTTP server serving `/<folder>/<file>` from a data folder (the
-/// shared data unless told otherwise); it counts the requests and stops when
-/// dropped.
+/// repository's, with MNIST, unless told otherwise); it counts the requests and
+/// stops when dropped.
 struct Mirror {
     server: Arc<tiny_http::Server>,
     port: u16,
@@ -350,7 +354,7 @@ struct Mirror {
 
 impl Mirror {
     fn start() -> Mirror {
-        Mirror::serving(shared())
+        Mirror::serving(repo_data())
     }
 
     fn serving(root: PathBuf) -> Mirror {
@@ -439,12 +443,22 @@ fn fetch_downloads_verifies_and_skips() {
 
 #[test]
 fn fetch_rejects_wrong_files_and_http_errors() {
-    let mirror = Mirror::start();
+    // A mirror whose `other/` folder has the MNIST file names, gzipped, holding
+    // other bytes.
+    let served = tempfile::tempdir().unwrap();
+    let other = served.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in FILES {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, format!("not {f}").as_bytes()).unwrap();
+        std::fs::write(other.join(format!("{f}.gz")), encoder.finish().unwrap()).unwrap();
+    }
+    let mirror = Mirror::serving(served.path().to_path_buf());
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mnist");
 
     // A mirror serving other files: checksum error, nothing written.
-    let msg = fetch::fetch("mnist", tmp.path(), Some(&mirror.url("fashion-mnist/")))
+    let msg = fetch::fetch("mnist", tmp.path(), Some(&mirror.url("other/")))
         .unwrap_err()
         .to_string();
     assert!(
@@ -484,7 +498,10 @@ fn fetch_without_network_is_a_one_line_error() {
 
 #[test]
 fn fetch_cifar10_keeps_a_verified_archive() {
-    let mirror = Mirror::start();
+    let Some(shared) = common::shared_data("CIFAR-10", &[common::CIFAR10_ARCHIVE]) else {
+        return;
+    };
+    let mirror = Mirror::serving(shared.clone());
     let tmp = tempfile::tempdir().unwrap();
     fetch::fetch("cifar10", tmp.path(), Some(&mirror.url("cifar-10"))).unwrap();
     assert_eq!(mirror.requests(), 1);
@@ -492,7 +509,7 @@ fn fetch_cifar10_keeps_a_verified_archive() {
     assert_eq!(listing(&tmp.path().join("cifar-10")), ["cifar-10-binary.tar.gz"]);
     assert_eq!(
         std::fs::read(&archive).unwrap(),
-        std::fs::read(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap()
+        std::fs::read(shared.join(common::CIFAR10_ARCHIVE)).unwrap()
     );
     // Present and valid: not downloaded again.
     fetch::fetch("cifar10", tmp.path(), Some(&mirror.url("cifar-10/"))).unwrap();
@@ -514,9 +531,7 @@ fn fetch_rejects_damaged_archives() {
     // A mirror serving a truncated CIFAR-10 archive and a wrong ImageNette one.
     let served = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(served.path().join("m")).unwrap();
-    let mut head = vec![0u8; 1 << 20];
-    let mut file = std::fs::File::open(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap();
-    std::io::Read::read_exact(&mut file, &mut head).unwrap();
+    let head = common::truncated_cifar10_archive();
     std::fs::write(served.path().join("m/cifar-10-binary.tar.gz"), &head).unwrap();
     std::fs::write(served.path().join("m/imagenette2-160.tgz"), &head).unwrap();
     let mirror = Mirror::serving(served.path().to_path_buf());

@@ -1,9 +1,10 @@
 //! Tests of the colour-image side of the data module: the CIFAR readers (real
-//! CIFAR-10 from the shared data, generated CIFAR-100 files in the official
-//! layout), image folders, augmentation and the background batch loader.
+//! CIFAR-10 from the shared data, skipped without it; generated CIFAR-10 and
+//! CIFAR-100 files in the official layout), image folders, augmentation and the
+//! background batch loader.
 
 mod common;
-use common::synthetic;
+use common::{synthetic, REPO_DATA};
 use sha2::{Digest, Sha256};
 use sll::data::augment::Augment;
 use sll::data::cifar::load_cifar;
@@ -13,11 +14,6 @@ use sll::data::{self, Dataset};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-
-/// The read-only data shared by every session.
-fn shared() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"))
-}
 
 /// What the CIFAR-10 test compares: per split the length, the images' shape,
 /// the class histogram, the first label, the SHA-256 of the first image turned
@@ -76,8 +72,11 @@ fn cifar10_expected() -> (Summary, Summary) {
 
 #[test]
 fn cifar10_loads_from_the_archive_and_from_an_extracted_copy() {
+    let Some(shared) = common::shared_data("CIFAR-10", &[common::CIFAR10_ARCHIVE]) else {
+        return;
+    };
     // Straight from the shared archive.
-    let (train, test) = data::load("cifar10", &shared()).unwrap();
+    let (train, test) = data::load("cifar10", &shared).unwrap();
     let expected = cifar10_expected();
     for (got, want) in [(summary(&train), expected.0), (summary(&test), expected.1)] {
         assert!((got.pixel_sum - want.pixel_sum).abs() < 1e-3, "{got:?}");
@@ -106,7 +105,7 @@ fn cifar10_loads_from_the_archive_and_from_an_extracted_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cifar-10");
     std::fs::create_dir_all(&dir).unwrap();
-    let archive = std::fs::File::open(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap();
+    let archive = std::fs::File::open(shared.join(common::CIFAR10_ARCHIVE)).unwrap();
     tar::Archive::new(flate2::read::GzDecoder::new(archive))
         .unpack(&dir)
         .unwrap();
@@ -142,10 +141,7 @@ fn truncated_cifar10_archive_is_a_one_line_error() {
     let dir = tmp.path().join("cifar-10");
     std::fs::create_dir_all(&dir).unwrap();
     let archive = dir.join("cifar-10-binary.tar.gz");
-    let mut file = std::fs::File::open(shared().join("cifar-10/cifar-10-binary.tar.gz")).unwrap();
-    let mut head = vec![0u8; 1 << 20];
-    std::io::Read::read_exact(&mut file, &mut head).unwrap();
-    std::fs::write(&archive, &head).unwrap();
+    std::fs::write(&archive, common::truncated_cifar10_archive()).unwrap();
     let msg = data::load("cifar10", tmp.path()).unwrap_err().to_string();
     assert!(msg.contains(&archive.display().to_string()), "{msg}");
     assert!(msg.contains("truncated or corrupt archive"), "{msg}");
@@ -287,15 +283,17 @@ fn dataset_names_and_image_sizes() {
         data::known_datasets(),
         ["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"]
     );
-    let msg = data::load_sized("cifar10", &shared(), Some(64))
+    let msg = data::load_sized("cifar10", Path::new(REPO_DATA), Some(64))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("32x32") && msg.contains("imagefolder"), "{msg}");
-    let msg = data::load_sized("nope", &shared(), Some(64))
+    let msg = data::load_sized("nope", Path::new(REPO_DATA), Some(64))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("unknown dataset `nope`"), "{msg}");
-    let msg = load_cifar("mnist", &shared(), true).unwrap_err().to_string();
+    let msg = load_cifar("mnist", Path::new(REPO_DATA), true)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not a CIFAR dataset"), "{msg}");
     assert_eq!((train_size(64), train_size(32), train_size(224)), (73, 37, 256));
 }

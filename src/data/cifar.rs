@@ -191,6 +191,10 @@ fn read_members(spec: &CifarSpec, source: &Source, advice: &str) -> Result<Vec<(
             .members()
             .map(|m| {
                 let path = folder.join(m.name);
+                // A FIFO or a device would block the read (or never end): files only.
+                if path.exists() && !path.is_file() {
+                    bail!("{}: not a regular file; {advice}", path.display());
+                }
                 let bytes = std::fs::read(&path)
                     .map_err(|e| anyhow!("{}: cannot read the file ({e}); {advice}", path.display()))?;
                 Ok((path.display().to_string(), bytes))
@@ -204,7 +208,12 @@ fn read_members(spec: &CifarSpec, source: &Source, advice: &str) -> Result<Vec<(
 /// damaged stream or a missing member is an error naming the archive as
 /// `shown` (its path, or the URL it came from).
 fn read_archive(spec: &CifarSpec, path: &Path, shown: &str, advice: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    let corrupt = |e: std::io::Error| anyhow!("{shown}: truncated or corrupt archive ({e}); {advice}");
+    let corrupt = |e: std::io::Error| {
+        anyhow!(
+            "{shown}: truncated or corrupt archive ({}); {advice}",
+            one_line(&e.to_string())
+        )
+    };
     let file =
         std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot read the file ({e}); {advice}"))?;
     let mut archive = tar::Archive::new(GzDecoder::new(std::io::BufReader::new(file)));
@@ -239,6 +248,22 @@ fn read_archive(spec: &CifarSpec, path: &Path, shown: &str, advice: &str) -> Res
             match bytes {
                 Some(bytes) => Ok((name, bytes)),
                 None => Err(anyhow!("{name} is missing; {advice}")),
+            }
+        })
+        .collect()
+}
+
+/// `text` on one line: trimmed, line breaks and other control characters
+/// escaped (`\n`, `\u{1b}`), since a library's message may end in a newline or
+/// quote bytes of the damaged file (a tar entry's name, say).
+fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
             }
         })
         .collect()

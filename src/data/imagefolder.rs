@@ -81,9 +81,21 @@ fn list_split(split_dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, i64)
 fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
     let image = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| anyhow!("{}: cannot read the file ({e})", path.display()))?
+        .map_err(|e| {
+            anyhow!(
+                "{}: cannot read the file ({})",
+                path.display(),
+                one_line(&e.to_string())
+            )
+        })?
         .decode()
-        .map_err(|e| anyhow!("{}: cannot decode the image ({e})", path.display()))?
+        .map_err(|e| {
+            anyhow!(
+                "{}: cannot decode the image ({})",
+                path.display(),
+                one_line(&e.to_string())
+            )
+        })?
         .to_rgb8();
     let (w, h) = image.dimensions();
     let side = w.min(h);
@@ -99,6 +111,22 @@ fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `text` on one line: trimmed, line breaks and other control characters
+/// escaped (`\n`, `\u{1b}`), since a library's message may end in a newline or
+/// quote bytes of the damaged file (a tar entry's name, say).
+fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Decode `files` at `size` on up to [`MAX_THREADS`] threads into one

@@ -1,8 +1,84 @@
 //! Helpers shared by the integration tests.
 
 use sll::data::Dataset;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
+
+/// The repository's own data dir, which ships MNIST (`data/mnist/`): tests on
+/// MNIST read it, so they run on a fresh clone.
+#[allow(dead_code)]
+pub const REPO_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+
+/// The data dir holding the datasets the repository does not ship (CIFAR-10,
+/// Fashion-MNIST): `$SLL_TEST_DATA` if set (`none` meaning "there is none",
+/// to check that the tests skip cleanly), else `../shared/data` beside the
+/// repository if it exists; `Err` says why there is none.
+#[allow(dead_code)]
+pub fn shared_data_dir() -> Result<PathBuf, String> {
+    match std::env::var_os("SLL_TEST_DATA") {
+        Some(v) if v == "none" => Err("SLL_TEST_DATA=none".into()),
+        Some(v) => {
+            let dir = PathBuf::from(v);
+            match dir.is_dir() {
+                true => Ok(dir),
+                false => Err(format!("SLL_TEST_DATA={} is not a folder", dir.display())),
+            }
+        }
+        None => {
+            let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+            match dir.is_dir() {
+                true => Ok(dir),
+                false => Err(format!("no folder {}", dir.display())),
+            }
+        }
+    }
+}
+
+/// The shared data dir (see [`shared_data_dir`]) if it holds every file of
+/// `files` (paths relative to it); otherwise prints one line to stderr saying
+/// the calling test is skipped because it needs `what`, and returns `None`, so
+/// that a test needing data that is not there passes without checking anything:
+///
+/// ```ignore
+/// let Some(dir) = common::shared_data("CIFAR-10", &[common::CIFAR10_ARCHIVE]) else {
+///     return;
+/// };
+/// ```
+///
+/// With `SLL_TEST_DATA_REQUIRED=1` (for CI) a missing file fails the test instead.
+#[allow(dead_code)]
+pub fn shared_data(what: &str, files: &[&str]) -> Option<PathBuf> {
+    let why = match shared_data_dir() {
+        Ok(dir) => match files.iter().find(|f| !dir.join(f).is_file()) {
+            None => return Some(dir),
+            Some(f) => format!("no file {}", dir.join(f).display()),
+        },
+        Err(why) => why,
+    };
+    let test = std::thread::current().name().unwrap_or("test").to_string();
+    let notice = format!("{test}: skipped: needs {what} in ../shared/data or $SLL_TEST_DATA ({why})");
+    if std::env::var_os("SLL_TEST_DATA_REQUIRED").is_some_and(|v| v == "1") {
+        panic!("{notice}, and SLL_TEST_DATA_REQUIRED=1");
+    }
+    // Straight to stderr, past the test harness's capture, so that the skip
+    // shows; one write, so that it stays on its own line.
+    let _ = std::io::stderr().write_all(format!("{notice}\n").as_bytes());
+    None
+}
+
+/// The CIFAR-10 archive a shared data dir holds, relative to it.
+#[allow(dead_code)]
+pub const CIFAR10_ARCHIVE: &str = "cifar-10/cifar-10-binary.tar.gz";
+
+/// The four Fashion-MNIST files a shared data dir holds, relative to it.
+#[allow(dead_code)]
+pub const FASHION_MNIST_FILES: [&str; 4] = [
+    "fashion-mnist/train-images-idx3-ubyte.gz",
+    "fashion-mnist/train-labels-idx1-ubyte.gz",
+    "fashion-mnist/t10k-images-idx3-ubyte.gz",
+    "fashion-mnist/t10k-labels-idx1-ubyte.gz",
+];
 
 /// A synthetic set of `n` 1x2x2 images whose pixels all equal the example's
 /// index, with label `index % 10`.
@@ -47,10 +123,7 @@ pub fn numbers(run: &Path) -> Vec<serde_json::Value> {
 #[allow(dead_code)]
 pub fn small_sets() -> Vec<String> {
     vec![
-        format!(
-            "data.dir={:?}",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")
-        ),
+        format!("data.dir={REPO_DATA:?}"),
         "data.train_subset=1500".into(),
         "data.test_subset=1000".into(),
         "model.hidden=[256, 256, 256]".into(),
@@ -82,4 +155,35 @@ pub fn assert_same_training(sequential: &Path, run: &Path, what: &str) {
         numbers(run).last().unwrap()["test_accuracy"].as_f64(),
         "{what}"
     );
+}
+
+/// A generated `.tar.gz` in the CIFAR-10 layout cut short, like a download
+/// broken off: the first MiB of an archive whose only member,
+/// `cifar-10-batches-bin/data_batch_1.bin`, holds 1,000 records of noise (which
+/// does not compress, so the cut falls inside it).
+#[allow(dead_code)]
+pub fn truncated_cifar10_archive() -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let member: Vec<u8> = (0..1000 * 3073)
+        .map(|_| {
+            // xorshift64*
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(member.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "cifar-10-batches-bin/data_batch_1.bin", &member[..])
+        .unwrap();
+    let mut archive = builder.into_inner().unwrap().finish().unwrap();
+    assert!(archive.len() > 2 << 20);
+    archive.truncate(1 << 20);
+    archive
 }
