@@ -487,6 +487,12 @@ pub struct TrainConfig {
     /// replicas): each trains on its share of every minibatch, gradients averaged
     /// across the stage's replicas before each step.
     pub replicas: usize,
+    /// The divergence guard: training stops when a block's loss on a step exceeds this
+    /// many times its loss on the run's first step (0 = only non-finite losses stop it).
+    pub divergence_factor: f64,
+    /// Flush subnormal floating-point numbers to zero in every computing thread (CPU):
+    /// much faster once weights drift into subnormals (see `denormals`).
+    pub flush_denormals: bool,
 }
 
 /// How the blocks are scheduled during training.
@@ -525,6 +531,8 @@ impl Default for TrainConfig {
             stages: 0,
             stage_devices: vec![],
             replicas: 1,
+            divergence_factor: 100.0,
+            flush_denormals: true,
         }
     }
 }
@@ -550,7 +558,21 @@ impl Config {
 
     /// Loads `source` (a file path or a preset name; the default preset when `None`) and
     /// applies `sets` (`section.key=value`, value in TOML syntax or a bare string).
+    ///
+    /// For `local` and `bp`, which have no divergence term, the result has
+    /// `objective.beta = 0` and `objective.prior = "none"`, and objective keys in `sets`
+    /// that the method ignores get a one-line warning on stderr.
     pub fn load(source: Option<&str>, sets: &[String]) -> Result<Config> {
+        Self::load_warning(source, sets, true)
+    }
+
+    /// [`Config::load`] without the warning about ignored objective keys, for callers
+    /// that choose the method themselves (the benchmarks' baselines).
+    pub fn load_quietly(source: Option<&str>, sets: &[String]) -> Result<Config> {
+        Self::load_warning(source, sets, false)
+    }
+
+    fn load_warning(source: Option<&str>, sets: &[String], warn: bool) -> Result<Config> {
         let (text, origin) = match source {
             None => (
                 preset(DEFAULT_PRESET).unwrap().to_string(),
@@ -560,6 +582,9 @@ impl Config {
                 std::fs::read_to_string(s).with_context(|| format!("cannot read config {s}"))?,
                 s.to_string(),
             ),
+            Some(s) if Path::new(s).exists() && preset(s).is_none() => {
+                bail!("config {s}: not a regular file (a FIFO, a device or a folder cannot be read as a config)")
+            }
             Some(s) => match preset(s) {
                 Some(text) => (text.to_string(), s.to_string()),
                 None => bail!(
@@ -573,9 +598,47 @@ impl Config {
         for set in sets {
             apply_set(&mut value, set)?;
         }
-        let config = Self::from_value(value, &origin)?;
+        let mut config = Self::from_value(value, &origin)?;
         config.validate()?;
+        config.drop_unused_objective(warn.then_some(sets));
         Ok(config)
+    }
+
+    /// `local` and `bp` have no divergence term: records β = 0 and prior = "none", the
+    /// values they train with (see `train::model::effective_objective`), so that a run's
+    /// `config.toml` says what was trained. With `sets`, warns on one line about the
+    /// objective keys among them that such a method ignores (a preset's or a file's own
+    /// values are not warned about).
+    fn drop_unused_objective(&mut self, sets: Option<&[String]>) {
+        if self.train.method == Method::Sll {
+            return;
+        }
+        let mut ignored = vec!["objective.beta", "objective.prior"];
+        if self.objective.head != HeadKind::Projection {
+            // A projection head still uses the projection, its dropout and τ.
+            ignored.extend([
+                "objective.d0",
+                "objective.tau",
+                "objective.dropout",
+                "objective.projection",
+            ]);
+        }
+        let given = |key: &&str| {
+            sets.unwrap_or_default()
+                .iter()
+                .any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == *key))
+        };
+        let given: Vec<&str> = ignored.into_iter().filter(given).collect();
+        if !given.is_empty() {
+            eprintln!(
+                "warning: method `{}` has no divergence term, so --set {} {} no effect (the run records objective.beta = 0 and objective.prior = \"none\")",
+                self.train.method,
+                given.join(", "),
+                if given.len() == 1 { "has" } else { "have" }
+            );
+        }
+        self.objective.beta = 0.0;
+        self.objective.prior = Prior::None;
     }
 
     /// Rejects values and combinations that cannot train, naming the key.
@@ -717,6 +780,281 @@ impl Config {
             bail!("config key `optim.warmup_epochs` must be >= 0");
         }
         crate::device::parse(&self.train.device).map_err(|e| anyhow!("config key `train.device`: {e:#}"))?;
+        self.validate_values()?;
+        Ok(())
+    }
+
+    /// The bounds of every numeric setting and what the dataset's image shape implies,
+    /// checked after [`Config::validate`]'s basic rules: values finite, upper bounds
+    /// that keep any value a user can type from allocating without end or running
+    /// forever, and settings that would otherwise be ignored or fail only mid-run.
+    fn validate_values(&self) -> Result<()> {
+        let (d, m, o, p, t) = (&self.data, &self.model, &self.objective, &self.optim, &self.train);
+        ensure(
+            !self.preset.is_empty()
+                && self.preset.chars().count() <= 100
+                && !self
+                    .preset
+                    .chars()
+                    .any(|c| c == '/' || c == '\\' || c.is_control()),
+            "preset",
+            || {
+                format!(
+                    "= {:?} must be a plain name of 1 to 100 characters without `/` (it names the run directory)",
+                    self.preset
+                )
+            },
+        )?;
+
+        // Data.
+        let known = crate::data::known_datasets();
+        ensure(known.contains(&d.dataset.as_str()), "data.dataset", || {
+            format!(
+                "= {:?} is not a known dataset (known: {})",
+                d.dataset,
+                known.join(", ")
+            )
+        })?;
+        ensure(!d.dir.trim().is_empty(), "data.dir", || {
+            "must name a folder".into()
+        })?;
+        let imagefolder = d.dataset == "imagefolder";
+        if imagefolder {
+            ensure(d.image_size <= MAX_IMAGE_SIZE, "data.image_size", || {
+                format!(
+                    "= {} must be at most {MAX_IMAGE_SIZE} (0 = {})",
+                    d.image_size,
+                    crate::data::imagefolder::DEFAULT_IMAGE_SIZE
+                )
+            })?;
+        }
+        // (`objective.head = "projection"` against the classes is left to
+        // `validate_for_classes`, once the data is loaded.)
+        let (shape, _) = crate::data::example_shape(&d.dataset, d.image_size)?;
+        let (channels, side) = (shape[0] as usize, shape[1] as usize);
+        ensure(
+            imagefolder || d.image_size == 0 || d.image_size == side,
+            "data.image_size",
+            || {
+                format!(
+                    "= {} applies only to dataset `imagefolder` ({} has {side}x{side} images; use 0)",
+                    d.image_size, d.dataset
+                )
+            },
+        )?;
+        let threads = max_threads();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ensure(d.workers <= threads, "data.workers", || {
+            format!(
+                "= {} must be at most {threads} (4 per core, this machine has {cores}; at least {MIN_THREAD_BOUND})",
+                d.workers
+            )
+        })?;
+        for (value, key) in [
+            (d.batch_size, "data.batch_size"),
+            (d.eval_batch_size, "data.eval_batch_size"),
+        ] {
+            ensure(value <= MAX_BATCH, key, || {
+                format!("= {value} must be at most {MAX_BATCH}")
+            })?;
+        }
+        ensure(d.mean.iter().all(|v| v.is_finite()), "data.mean", || {
+            "entries must be finite numbers".into()
+        })?;
+        ensure(d.std.iter().all(|v| v.is_finite()), "data.std", || {
+            "entries must be finite numbers".into()
+        })?;
+        ensure(d.mean.is_empty() || d.mean.len() == channels, "data.mean", || {
+            format!(
+                "has {} entries but {} images have {channels} channel(s)",
+                d.mean.len(),
+                d.dataset
+            )
+        })?;
+        // Augmentation: training images are stored at `stored` (imagefolder: 8/7 of the
+        // test side) and cropped to `crop`, what the network sees in training.
+        let a = &d.augment;
+        let stored = if imagefolder {
+            crate::data::imagefolder::train_size(side)
+        } else {
+            side
+        };
+        ensure(a.crop_padding <= stored, "data.augment.crop_padding", || {
+            format!(
+                "= {} must be at most the training images' side ({stored})",
+                a.crop_padding
+            )
+        })?;
+        let padded = stored + 2 * a.crop_padding;
+        let crop = a.crop_size.unwrap_or(side);
+        ensure((1..=padded).contains(&crop), "data.augment.crop_size", || {
+            format!(
+                "= {crop} must be in 1..={padded} (the {stored}x{stored} training images padded by {} pixels)",
+                a.crop_padding
+            )
+        })?;
+        ensure(
+            crop == side || !["mlp", "vit"].contains(&m.kind.as_str()),
+            "data.augment.crop_size",
+            || {
+                format!(
+                    "= {crop} must equal the test images' side ({side}): model.kind = \"{}\" takes inputs of one size",
+                    m.kind
+                )
+            },
+        )?;
+        ensure(a.cutout <= crop, "data.augment.cutout", || {
+            format!("= {} must be at most the crop's side ({crop})", a.cutout)
+        })?;
+
+        // Model.
+        ensure(m.hidden.len() <= MAX_LAYERS, "model.hidden", || {
+            format!("has {} layers; at most {MAX_LAYERS}", m.hidden.len())
+        })?;
+        ensure(m.hidden.iter().all(|&w| w <= MAX_WIDTH), "model.hidden", || {
+            format!("widths must be at most {MAX_WIDTH}")
+        })?;
+        ensure(m.channels.len() <= MAX_LAYERS, "model.channels", || {
+            format!("has {} stages; at most {MAX_LAYERS}", m.channels.len())
+        })?;
+        ensure(
+            m.channels.iter().all(|&c| c <= MAX_CHANNELS),
+            "model.channels",
+            || format!("channel counts must be at most {MAX_CHANNELS}"),
+        )?;
+        let residual_blocks = m.stages.iter().fold(0usize, |a, &s| a.saturating_add(s));
+        ensure(
+            m.kind != "resnet" || residual_blocks <= MAX_LAYERS,
+            "model.stages",
+            || format!("holds {residual_blocks} residual blocks; at most {MAX_LAYERS}"),
+        )?;
+        let smallest = side.min(crop);
+        if m.kind == "cnn" {
+            let stages = m.channels.len();
+            ensure(
+                m.pool_after.iter().all(|s| (1..=stages).contains(s)),
+                "model.pool_after",
+                || format!("entries must be conv stages, 1..={stages} (1-based)"),
+            )?;
+            let mut pools = m.pool_after.clone();
+            pools.sort_unstable();
+            pools.dedup();
+            let left = smallest.checked_shr(pools.len() as u32).unwrap_or(0);
+            ensure(left >= 1, "model.pool_after", || {
+                format!(
+                    "halves the {smallest}x{smallest} inputs {} times, to nothing; at most {} max-pools fit",
+                    pools.len(),
+                    smallest.ilog2()
+                )
+            })?;
+        }
+        ensure(
+            m.kind == "mlp" || m.pool_grid as u64 <= side as u64,
+            "model.pool_grid",
+            || format!("= {} must be at most the images' side ({side})", m.pool_grid),
+        )?;
+        if m.kind == "vit" {
+            ensure(m.width <= MAX_CHANNELS, "model.width", || {
+                format!("= {} must be at most {MAX_CHANNELS}", m.width)
+            })?;
+            ensure(m.depth <= MAX_LAYERS, "model.depth", || {
+                format!("= {} must be at most {MAX_LAYERS}", m.depth)
+            })?;
+            ensure(
+                m.mlp_ratio.is_finite()
+                    && m.mlp_ratio <= MAX_MLP_RATIO
+                    && (m.width as f64 * m.mlp_ratio).round() >= 1.0,
+                "model.mlp_ratio",
+                || {
+                    format!(
+                        "= {} must be a finite number in (0, {MAX_MLP_RATIO}] giving the MLP at least one unit",
+                        m.mlp_ratio
+                    )
+                },
+            )?;
+            let patch = m.patch_size as u64;
+            ensure(
+                patch <= side as u64 && (side as u64).is_multiple_of(patch),
+                "model.patch_size",
+                || format!("= {} does not divide the {side}x{side} images", m.patch_size),
+            )?;
+        }
+        let (layers, unit) = match m.kind.as_str() {
+            "cnn" => (m.channels.len(), "conv stages"),
+            "resnet" => (residual_blocks, "residual blocks"),
+            "vit" => (m.depth, "transformer blocks"),
+            _ => (m.hidden.len(), "layers"),
+        };
+        ensure(m.block_size <= layers, "model.block_size", || {
+            format!("= {} exceeds the model's {layers} {unit}", m.block_size)
+        })?;
+
+        // Objective.
+        ensure(o.d0 <= MAX_WIDTH, "objective.d0", || {
+            format!("= {} must be at most {MAX_WIDTH}", o.d0)
+        })?;
+        ensure(o.tau.is_finite(), "objective.tau", || {
+            "must be a finite number > 0".into()
+        })?;
+        ensure(o.beta.is_finite(), "objective.beta", || {
+            "must be a finite number >= 0".into()
+        })?;
+
+        // Optimizer.
+        ensure(
+            p.weight_decay.is_finite() && p.weight_decay >= 0.0,
+            "optim.weight_decay",
+            || "must be a finite number >= 0".into(),
+        )?;
+        ensure((0.0..1.0).contains(&p.momentum), "optim.momentum", || {
+            "must be in [0, 1)".into()
+        })?;
+        ensure(
+            p.min_lr.is_finite() && p.min_lr >= 0.0 && p.min_lr <= p.lr,
+            "optim.min_lr",
+            || format!("= {} must be in [0, optim.lr = {}]", p.min_lr, p.lr),
+        )?;
+        ensure(
+            p.warmup_epochs.is_finite() && p.warmup_epochs >= 0.0,
+            "optim.warmup_epochs",
+            || "must be a finite number >= 0".into(),
+        )?;
+        ensure(
+            p.schedule != Schedule::Cosine || p.warmup_epochs <= t.epochs as f64,
+            "optim.warmup_epochs",
+            || {
+                format!(
+                    "= {} is longer than the run ({} epochs): the learning rate would never reach optim.lr",
+                    p.warmup_epochs, t.epochs
+                )
+            },
+        )?;
+
+        // Training.
+        ensure(
+            t.divergence_factor.is_finite() && (t.divergence_factor == 0.0 || t.divergence_factor > 1.0),
+            "train.divergence_factor",
+            || format!("= {} must be 0 (off) or a finite number > 1", t.divergence_factor),
+        )?;
+        ensure(t.epochs <= MAX_EPOCHS, "train.epochs", || {
+            format!("= {} must be at most {MAX_EPOCHS}", t.epochs)
+        })?;
+        ensure(t.threads <= threads, "train.threads", || {
+            format!(
+                "= {} must be at most {threads} (4 per core, this machine has {cores}; at least {MIN_THREAD_BOUND}; 0 = libtorch's default)",
+                t.threads
+            )
+        })?;
+        ensure(
+            t.stages == 0 || t.pipeline != Pipeline::None,
+            "train.stages",
+            || {
+                format!(
+                "= {} needs `train.pipeline` = \"threads\" or \"mpi\" (without a pipeline the blocks train one after another)",
+                t.stages
+            )
+            },
+        )?;
         Ok(())
     }
 
@@ -734,6 +1072,41 @@ impl Config {
     /// The config as TOML text (what `config.toml` of a run holds).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a Config always serialises")
+    }
+}
+
+/// Most layers (MLP layers, conv stages, residual blocks, transformer blocks) a model
+/// may have.
+pub const MAX_LAYERS: usize = 10_000;
+/// Widest MLP layer, and the largest `objective.d0`.
+pub const MAX_WIDTH: i64 = 1 << 20;
+/// Most channels of a conv stage, and the widest ViT token.
+pub const MAX_CHANNELS: i64 = 1 << 16;
+/// Largest training or evaluation minibatch.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Largest `data.image_size` of an image folder.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+/// Most epochs of a run.
+pub const MAX_EPOCHS: usize = 100_000;
+/// Largest `model.mlp_ratio` of a ViT.
+pub const MAX_MLP_RATIO: f64 = 64.0;
+/// The thread bound [`max_threads`] never goes below.
+const MIN_THREAD_BOUND: usize = 8;
+
+/// Most threads `train.threads` or `data.workers` (and the benchmarks' `--threads`)
+/// may ask for: 4 per core of this machine, and at least 8, so that a preset sized for
+/// a bigger machine still loads on a small one.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).max(MIN_THREAD_BOUND)
+}
+
+/// `Ok` if `ok`, else the error "config key `key` <why>".
+fn ensure(ok: bool, key: &str, why: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("config key `{key}` {}", why())
     }
 }
 
@@ -821,6 +1194,64 @@ mod tests {
         )
         .unwrap();
         c.validate_for_classes(10).unwrap();
+    }
+
+    #[test]
+    fn local_and_bp_record_no_divergence_and_still_round_trip() {
+        for method in ["local", "bp"] {
+            let c = Config::load(
+                None,
+                &[format!("train.method={method}"), "objective.beta=2".into()],
+            )
+            .unwrap();
+            assert_eq!((c.objective.beta, c.objective.prior), (0.0, Prior::None));
+            assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+        }
+        let sll = Config::load(None, &[]).unwrap();
+        assert_eq!((sll.objective.beta, sll.objective.prior), (1.0, Prior::Previous));
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let cases = [
+            ("optim.lr=nan", "optim.lr"),
+            ("optim.weight_decay=-1", "optim.weight_decay"),
+            ("optim.momentum=1", "optim.momentum"),
+            ("optim.min_lr=1", "optim.min_lr"),
+            ("optim.warmup_epochs=100", "optim.warmup_epochs"),
+            ("objective.tau=inf", "objective.tau"),
+            ("objective.beta=inf", "objective.beta"),
+            ("objective.d0=1000000000", "objective.d0"),
+            ("model.hidden=[100000000]", "model.hidden"),
+            ("model.block_size=4", "model.block_size"),
+            ("data.workers=100000", "data.workers"),
+            ("data.batch_size=99999999999", "data.batch_size"),
+            ("data.mean=[nan]", "data.mean"),
+            ("data.augment.crop_size=20", "data.augment.crop_size"),
+            ("data.image_size=64", "data.image_size"),
+            ("data.dataset=\"imagenet\"", "data.dataset"),
+            ("train.threads=100000", "train.threads"),
+            ("train.stages=2", "train.stages"),
+            ("train.epochs=99999999999", "train.epochs"),
+            ("preset=\"a/b\"", "preset"),
+        ];
+        for (set, key) in cases {
+            let mut sets = vec![set.to_string()];
+            if set.starts_with("data.mean") {
+                sets.push("data.std=[1]".into());
+            }
+            let e = format!("{:#}", Config::load(None, &sets).unwrap_err());
+            assert!(e.starts_with(&format!("config key `{key}`")), "{set}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            Config::load(
+                None,
+                &["model.kind=\"cnn\"".into(), "model.pool_after=[9]".into()]
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("model.pool_after"), "{e}");
     }
 
     #[test]

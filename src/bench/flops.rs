@@ -131,6 +131,7 @@ pub struct FlopsResult {
 /// Counts the FLOPs of `spec`'s step and times it (`spec.rounds` rounds of
 /// `spec.steps` steps, as `sll bench step`).
 pub fn run(spec: &StepBenchSpec) -> Result<FlopsResult> {
+    step::check_spec(spec)?;
     let (config, input, classes) = step::bench_setup(spec, spec.method)?;
     crate::train::init_runtime(&config);
     let model = Model::new(&config, classes, input, tch::Device::Cpu)?;

@@ -169,8 +169,34 @@ fn tensor_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> usize {
         .sum()
 }
 
+/// Refuses a depth, thread count or minibatch that cannot run or would allocate
+/// without end, before any child process starts.
+fn check_spec(spec: &MemorySpec) -> Result<()> {
+    if spec.depth == 0 || spec.depth > crate::config::MAX_LAYERS {
+        bail!(
+            "depth {} must be in 1..={} (--depths)",
+            spec.depth,
+            crate::config::MAX_LAYERS
+        );
+    }
+    let threads = crate::config::max_threads();
+    if spec.threads > threads {
+        bail!(
+            "--threads {} is more than {threads} (4 per core of this machine, at least 8)",
+            spec.threads
+        );
+    }
+    if let Some(b) = spec.batch_size {
+        if b == 0 || b > crate::config::MAX_BATCH {
+            bail!("--batch-size {b} must be in 1..={}", crate::config::MAX_BATCH);
+        }
+    }
+    Ok(())
+}
+
 /// Measures `spec` in this process (the child side of [`run_isolated`]).
 pub fn measure(spec: &MemorySpec) -> Result<MemoryResult> {
+    check_spec(spec)?;
     let mut step_spec = StepBenchSpec {
         model: spec.model.clone(),
         method: spec.method.method(),
@@ -215,13 +241,7 @@ pub fn measure(spec: &MemorySpec) -> Result<MemoryResult> {
         .collect();
     let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
     let parameter_bytes = tensor_bytes(&params);
-    let optimizer_bytes = if config.train.method == Method::Bp {
-        optimizers[0].state_bytes(parameter_bytes)
-    } else {
-        (0..model.network.len())
-            .map(|i| optimizers[i].state_bytes(tensor_bytes(&model.network.trainable(i))))
-            .sum()
-    };
+    let optimizer_bytes = optimizers.iter().map(|o| o.state_bytes()).sum();
     Ok(MemoryResult {
         model: spec.model.clone(),
         method: spec.method.name().to_string(),
@@ -238,6 +258,7 @@ pub fn measure(spec: &MemorySpec) -> Result<MemoryResult> {
 
 /// Measures `spec` in a child process (`sll bench memory-one`, the running binary).
 pub fn run_isolated(spec: &MemorySpec) -> Result<MemoryResult> {
+    check_spec(spec)?;
     let exe = std::env::current_exe().context("cannot find the running sll binary")?;
     let mut command = std::process::Command::new(exe);
     command.args(["bench", "memory-one", "--model", &spec.model]);

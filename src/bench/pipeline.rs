@@ -50,9 +50,7 @@ pub struct PipelineBenchResult {
 /// number of cores; its `method` must be `sll` or `local`) with `stages` stages
 /// (0 = one per block); the median of `spec.rounds` rounds counts.
 pub fn run(spec: &StepBenchSpec, stages: usize) -> Result<PipelineBenchResult> {
-    if spec.steps == 0 || spec.rounds == 0 {
-        bail!("--steps and --rounds must be > 0");
-    }
+    super::step::check_spec(spec)?;
     if spec.method == Method::Bp {
         bail!("the pipeline trains sll or local, not bp");
     }

@@ -109,7 +109,7 @@ pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, Inpu
         sets.push(format!("data.batch_size={b}"));
     }
     sets.extend(spec.sets.iter().cloned());
-    let config = Config::load(Some(source), &sets)?;
+    let config = Config::load_quietly(Some(source), &sets)?;
     if input[0] > 0 {
         return Ok((config, input, 10));
     }
@@ -198,7 +198,8 @@ impl Bench {
                 vec![thread_cpu_seconds() - cpu_start]
             }
             Some(stages) => {
-                let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new());
+                let guard = train::LossGuard::new(0.0, vec![]);
+                let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new(), &guard);
                 stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?
             }
         };
@@ -218,6 +219,51 @@ pub(crate) struct Round {
     pub(crate) cpu: Vec<f64>,
 }
 
+/// Most timed steps per round (`--steps`), and most untimed warm-up steps.
+pub const MAX_STEPS: usize = 100_000;
+/// Most rounds (`--rounds`).
+pub const MAX_ROUNDS: usize = 1_000;
+/// Most timed steps in all (`--steps` × `--rounds`), so that no bench runs for days.
+pub const MAX_TIMED_STEPS: usize = 1_000_000;
+
+/// Refuses options of `sll bench step|flops|pipeline` that cannot run or would run
+/// practically forever: no step or round, absurd step, round or warm-up counts, more
+/// threads than [`crate::config::max_threads`], a minibatch out of range.
+pub(crate) fn check_spec(spec: &StepBenchSpec) -> Result<()> {
+    if spec.steps == 0 || spec.rounds == 0 {
+        bail!("--steps and --rounds must be > 0");
+    }
+    if spec.steps > MAX_STEPS {
+        bail!("--steps {} is more than {MAX_STEPS} steps per round", spec.steps);
+    }
+    if spec.rounds > MAX_ROUNDS {
+        bail!("--rounds {} is more than {MAX_ROUNDS}", spec.rounds);
+    }
+    if spec.steps.saturating_mul(spec.rounds) > MAX_TIMED_STEPS {
+        bail!(
+            "--steps {} × --rounds {} is more than {MAX_TIMED_STEPS} timed steps",
+            spec.steps,
+            spec.rounds
+        );
+    }
+    if spec.warmup > MAX_STEPS {
+        bail!("--warmup {} is more than {MAX_STEPS} steps", spec.warmup);
+    }
+    let threads = crate::config::max_threads();
+    if spec.threads > threads {
+        bail!(
+            "--threads {} is more than {threads} (4 per core of this machine, at least 8)",
+            spec.threads
+        );
+    }
+    if let Some(b) = spec.batch_size {
+        if b == 0 || b > crate::config::MAX_BATCH {
+            bail!("--batch-size {b} must be in 1..={}", crate::config::MAX_BATCH);
+        }
+    }
+    Ok(())
+}
+
 /// The median of `v` (the upper one of an even count).
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -229,9 +275,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 /// model alternate with it, and the objective's share is the median over neighbouring
 /// pairs of rounds of 1 − t(local)/t(sll).
 pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
-    if spec.steps == 0 || spec.rounds == 0 {
-        bail!("--steps and --rounds must be > 0");
-    }
+    check_spec(spec)?;
     let mut bench = Bench::new(spec, spec.method)?;
     let mut baseline = (spec.method == Method::Sll)
         .then(|| Bench::new(spec, Method::Local))

@@ -75,8 +75,47 @@ const MAX_DOWNLOAD_BYTES: u64 = 256 << 20;
 /// Time allowed to open a connection to the mirror.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Time allowed for any single read from the connection to stall.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for any single read from (or write to) the connection to stall: a
+/// mirror that accepts the connection but never answers fails after this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time allowed for one file's whole download. A stall is caught by [`READ_TIMEOUT`];
+/// this bounds a mirror that trickles bytes just fast enough never to stall (the
+/// largest file, CIFAR's 170 MB, needs about 50 kB/s to finish in time). ureq's own
+/// overall timeout would replace the stall timeout by the time left, so the bound is
+/// kept by [`Deadline`] around the body instead.
+const DOWNLOAD_TIME: Duration = Duration::from_secs(60 * 60);
+
+/// A reader that fails with `TimedOut` once [`DOWNLOAD_TIME`] has passed since it was
+/// made (each read still stalls at most [`READ_TIMEOUT`]).
+struct Deadline<R> {
+    inner: R,
+    end: std::time::Instant,
+}
+
+impl<R> Deadline<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            end: std::time::Instant::now() + DOWNLOAD_TIME,
+        }
+    }
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::time::Instant::now() > self.end {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the download did not finish within {} minutes: the mirror is too slow",
+                    DOWNLOAD_TIME.as_secs() / 60
+                ),
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
 
 /// Official download base URL of the named dataset (torchvision's mirrors for
 /// MNIST, the authors' sites otherwise), used when `sll fetch` gets no
@@ -115,6 +154,7 @@ pub fn fetch(name: &str, data_dir: &Path, mirror: Option<&str>) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout_read(READ_TIMEOUT)
+        .timeout_write(READ_TIMEOUT)
         .build();
     if let Some(c) = cifar_spec(name) {
         return fetch_cifar(&agent, c, data_dir, &base);
@@ -151,7 +191,7 @@ pub fn fetch(name: &str, data_dir: &Path, mirror: Option<&str>) -> Result<()> {
             );
         }
         let dest = dir.join(format!("{}.gz", file.name));
-        write_atomically(&dest, &body)?;
+        crate::io::write_atomic(&dest, &body)?;
         eprintln!(
             "{}: downloaded from {url} ({} kB), SHA-256 verified",
             dest.display(),
@@ -341,7 +381,7 @@ fn download_to_file(agent: &ureq::Agent, url: &str, dest: &Path) -> Result<Downl
         )
     })?;
     let (mut sha256, mut md5) = (sha2::Sha256::new(), md5::Md5::new());
-    let mut reader = response.into_reader().take(MAX_ARCHIVE_BYTES + 1);
+    let mut reader = Deadline::new(response.into_reader()).take(MAX_ARCHIVE_BYTES + 1);
     let mut buffer = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
     let result = loop {
@@ -417,8 +457,7 @@ fn download(agent: &ureq::Agent, url: &str, dir: &Path) -> Result<Vec<u8>> {
     };
     let response = agent.get(url).call().map_err(|e| fail(describe(&e)))?;
     let mut body = Vec::new();
-    response
-        .into_reader()
+    Deadline::new(response.into_reader())
         .take(MAX_DOWNLOAD_BYTES + 1)
         .read_to_end(&mut body)
         .map_err(|e| fail(e.to_string()))?;
@@ -449,26 +488,6 @@ fn describe(error: &ureq::Error) -> String {
             reason
         }
     }
-}
-
-/// Write `bytes` to `dest` through a temporary file in the same folder and a
-/// rename, so that `dest` is either absent, the old file, or complete.
-fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(dest);
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, dest));
-    result.map_err(|e| {
-        // The temporary file may not exist (creation failed); nothing to report then.
-        let _ = fs::remove_file(&tmp);
-        anyhow!(
-            "{}: cannot write the file ({e}); check the free space and permissions of its folder",
-            dest.display()
-        )
-    })
 }
 
 #[cfg(test)]
