@@ -1,11 +1,12 @@
 //! Checkpoints: every parameter and buffer of every block in one `.safetensors` file,
 //! named `block<i>.<layer>.<param>` (e.g. `block2.layer1.linear.weight`,
 //! `block2.head.bias`), with the projection seeds, the epoch and the resolved config
-//! in its metadata. Written to a temporary file and renamed, so a crash never leaves
-//! a half-written checkpoint.
+//! in its metadata. Written with [`crate::io::write_atomic`], so a crash never leaves
+//! a half-written checkpoint. [`crate::train::state`] writes the resumable training
+//! state with the same functions.
 
 use crate::config::Config;
-use crate::report::write_atomic;
+use crate::io::write_atomic;
 use crate::train::model::Model;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -23,15 +24,26 @@ fn f32_bytes(t: &Tensor) -> Result<Vec<u8>> {
 }
 
 /// All named tensors of the model, sorted by name.
-fn named_tensors(model: &Model) -> BTreeMap<String, Tensor> {
+pub(crate) fn named_tensors(model: &Model) -> BTreeMap<String, Tensor> {
     model.network.stores.iter().flat_map(|s| s.variables()).collect()
 }
 
-/// Writes `model` (trained for `epoch` epochs under `config`) to `path`.
-pub fn save(model: &Model, config: &Config, epoch: usize, path: &Path) -> Result<()> {
-    let tensors = named_tensors(model);
+/// The name of the first tensor of `model` holding a NaN or an infinity, if any.
+pub fn first_non_finite(model: &Model) -> Option<String> {
+    named_tensors(model).into_iter().find_map(|(name, t)| {
+        let finite = t.isfinite().all().int64_value(&[]) != 0;
+        (!finite).then_some(name)
+    })
+}
+
+/// Writes `tensors` (as f32) and `metadata` to `path` as one safetensors file.
+pub(crate) fn write_tensors(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
     let mut data = vec![];
-    for (name, t) in &tensors {
+    for (name, t) in tensors {
         data.push((
             name.clone(),
             t.size().iter().map(|&d| d as usize).collect::<Vec<_>>(),
@@ -43,6 +55,13 @@ pub fn save(model: &Model, config: &Config, epoch: usize, path: &Path) -> Result
         .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `model` (trained for `epoch` epochs under `config`) to `path`.
+pub fn save(model: &Model, config: &Config, epoch: usize, path: &Path) -> Result<()> {
     let seeds = serde_json::to_string(&model.projection_seeds())?;
     let metadata: HashMap<String, String> = [
         (PROJECTION_SEEDS_KEY.to_string(), seeds),
@@ -52,63 +71,108 @@ pub fn save(model: &Model, config: &Config, epoch: usize, path: &Path) -> Result
         ("config".to_string(), config.to_toml()),
     ]
     .into();
-    let bytes = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
-    write_atomic(path, &bytes)
+    write_tensors(&named_tensors(model), metadata, path)
 }
 
 /// The metadata of a checkpoint file.
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("{}: not a valid safetensors checkpoint ({e:?})", path.display()))?;
-    Ok(metadata.metadata().clone().unwrap_or_default())
+    Ok(SavedTensors::read(path)?.metadata)
 }
 
 /// Loads the weights in `path` into `model`, which must have been built from the same
 /// config: every tensor must be present with the same shape, and the projection seeds
 /// must match (so the reloaded model is bit-identical to the saved one).
 pub fn load(model: &Model, path: &Path) -> Result<()> {
-    let file = path.display();
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {file}"))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{file}: not a valid safetensors checkpoint ({e:?})"))?;
-    let metadata = read_metadata(path)?;
-    let expected = serde_json::to_string(&model.projection_seeds())?;
-    match metadata.get(PROJECTION_SEEDS_KEY) {
-        Some(seeds) if *seeds == expected => {}
-        Some(seeds) => {
-            bail!("{file}: projection seeds {seeds} differ from the config's {expected}")
+    let file = SavedTensors::read(path)?;
+    file.check_seeds(model)?;
+    file.copy_into(&named_tensors(model), "")
+}
+
+/// A safetensors file read into memory.
+pub(crate) struct SavedTensors {
+    path: String,
+    bytes: Vec<u8>,
+    metadata: HashMap<String, String>,
+}
+
+impl SavedTensors {
+    /// Reads and checks `path` (an error naming it when it is not a safetensors file).
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let file = path.display().to_string();
+        if !path.is_file() {
+            bail!("checkpoint {file}: no such file");
         }
-        None => bail!("{file}: metadata has no `{PROJECTION_SEEDS_KEY}`; not an sll checkpoint"),
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {file}"))?;
+        SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow!("{file}: not a valid safetensors checkpoint ({e:?})"))?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow!("{file}: not a valid safetensors checkpoint ({e:?})"))?;
+        let metadata = metadata.metadata().clone().unwrap_or_default();
+        Ok(Self {
+            path: file,
+            bytes,
+            metadata,
+        })
     }
-    let tensors = named_tensors(model);
-    for name in st.names() {
-        if !tensors.contains_key(name.as_str()) {
-            bail!("{file}: tensor `{name}` does not belong to this model");
-        }
+
+    /// The file's metadata value under `key` (an error naming the file when absent).
+    pub(crate) fn meta(&self, key: &str) -> Result<&str> {
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("{}: metadata has no `{key}`; not an sll checkpoint", self.path))
     }
-    for (name, var) in &tensors {
-        let view = st
-            .tensor(name)
-            .map_err(|_| anyhow!("{file}: tensor `{name}` is missing"))?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        if view.dtype() != Dtype::F32 || shape != var.size() {
+
+    /// Checks that the file's projection seeds are `model`'s.
+    pub(crate) fn check_seeds(&self, model: &Model) -> Result<()> {
+        let expected = serde_json::to_string(&model.projection_seeds())?;
+        let seeds = self.meta(PROJECTION_SEEDS_KEY)?;
+        if seeds != expected {
             bail!(
-                "{file}: tensor `{name}` is {:?} {shape:?}, expected F32 {:?}",
-                view.dtype(),
-                var.size()
+                "{}: projection seeds {seeds} differ from the config's {expected}",
+                self.path
             );
         }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let source = Tensor::from_slice(&values)
-            .reshape(&shape)
-            .to_device(var.device());
-        tch::no_grad(|| var.shallow_clone().f_copy_(&source))?;
+        Ok(())
     }
-    Ok(())
+
+    /// Copies the file's tensors named `prefix + name` into `targets` (by name): every
+    /// target must be present with its shape, and every file tensor under `prefix`
+    /// must have a target.
+    pub(crate) fn copy_into(&self, targets: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
+        let file = &self.path;
+        let st = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| anyhow!("{file}: not a valid safetensors checkpoint ({e:?})"))?;
+        for name in st.names() {
+            if let Some(own) = name.strip_prefix(prefix) {
+                if !targets.contains_key(own) {
+                    bail!("{file}: tensor `{name}` does not belong to this model");
+                }
+            }
+        }
+        for (name, var) in targets {
+            let full = format!("{prefix}{name}");
+            let view = st
+                .tensor(&full)
+                .map_err(|_| anyhow!("{file}: tensor `{full}` is missing"))?;
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            if view.dtype() != Dtype::F32 || shape != var.size() {
+                bail!(
+                    "{file}: tensor `{full}` is {:?} {shape:?}, expected F32 {:?}",
+                    view.dtype(),
+                    var.size()
+                );
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let source = Tensor::from_slice(&values)
+                .reshape(&shape)
+                .to_device(var.device());
+            tch::no_grad(|| var.shallow_clone().f_copy_(&source))?;
+        }
+        Ok(())
+    }
 }

@@ -289,6 +289,16 @@ impl Dropout {
         }
     }
 
+    /// Masks drawn so far (where the stream continues: saved by a resumable checkpoint).
+    pub fn position(&self) -> u64 {
+        self.step.load(Ordering::Relaxed)
+    }
+
+    /// Continues the stream at `position` (a resumed run).
+    pub fn set_position(&self, position: u64) {
+        self.step.store(position, Ordering::Relaxed);
+    }
+
     /// The next mask of the stream (advancing it), or `None` when dropout is off.
     pub fn next_mask(&self, train: bool) -> Option<kernels::MaskSpec> {
         (train && self.p > 0.0).then(|| kernels::MaskSpec {
@@ -394,6 +404,11 @@ impl BlockObjective {
             head,
             projection,
         }
+    }
+
+    /// The block's dropout stream (before its projection).
+    pub fn dropout(&self) -> &Dropout {
+        &self.dropout
     }
 
     /// Moves the projection to `device` (the head lives in the block's var store,

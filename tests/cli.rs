@@ -1,5 +1,6 @@
 //! The `sll` binary end to end: train, eval, and one-line errors for user mistakes.
 
+mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -9,10 +10,6 @@ fn sll(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .unwrap()
-}
-
-fn shared_data() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").to_string()
 }
 
 fn stderr(o: &Output) -> String {
@@ -35,7 +32,7 @@ fn assert_one_line_error(o: &Output, needle: &str) {
 #[test]
 fn train_then_eval_reproduces_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    let data = shared_data();
+    let data = common::REPO_DATA.to_string();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     let args = [
@@ -163,7 +160,7 @@ fn config_mistakes_are_one_line_errors_naming_the_key() {
         &[
             "train",
             "--data-dir",
-            &shared_data(),
+            common::REPO_DATA,
             "--set",
             "objective.head=projection",
             "--out",
@@ -191,7 +188,7 @@ fn missing_data_and_bad_checkpoint_are_one_line_errors() {
             "--epochs",
             "1",
             "--data-dir",
-            &shared_data(),
+            common::REPO_DATA,
             "--out",
             run.to_str().unwrap(),
             "--set",

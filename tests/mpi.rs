@@ -63,7 +63,12 @@ fn failing_rank_stops_every_rank_and_is_named() {
     let output = mpirun(
         3,
         &dir.path().join("run"),
-        &["optim.lr=1e30", "optim.schedule=\"constant\""],
+        // Only the non-finite check (the explosion check would stop it first).
+        &[
+            "optim.lr=1e30",
+            "optim.schedule=\"constant\"",
+            "train.divergence_factor=0",
+        ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
@@ -73,6 +78,23 @@ fn failing_rank_stops_every_rank_and_is_named() {
         .unwrap_or_else(|| panic!("no rank error in: {stderr}"));
     assert!(
         error.contains("stage ") && error.contains("non-finite") && error.contains("epoch 1"),
+        "{error}"
+    );
+}
+
+/// An exploding (finite) loss stops an MPI job too, through the same guard.
+#[test]
+fn exploding_loss_stops_every_rank_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mpirun(3, &dir.path().join("run"), &["optim.lr=1e4"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: rank "))
+        .unwrap_or_else(|| panic!("no rank error in: {stderr}"));
+    assert!(
+        error.contains("stage ") && error.contains("loss exploded") && error.contains("epoch 1"),
         "{error}"
     );
 }

@@ -58,6 +58,8 @@ fn failing_stage_stops_the_pipeline_and_is_named() {
         "train.pipeline=\"threads\"",
         "optim.lr=1e30",
         "optim.schedule=\"constant\"",
+        // Only the non-finite check (the explosion check would stop it first).
+        "train.divergence_factor=0",
     ]);
     let dir = tempfile::tempdir().unwrap();
     let e = format!("{:#}", train::run(config, &dir.path().join("run")).unwrap_err());

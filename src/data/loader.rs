@@ -42,6 +42,8 @@ pub struct EpochBatches {
     workers: Vec<JoinHandle<()>>,
     /// Index of the next batch.
     next: usize,
+    /// Index of the first batch (the epoch may start part-way, in a resumed run).
+    first: usize,
     /// Number of batches of the epoch.
     batches: usize,
 }
@@ -94,12 +96,28 @@ impl LoaderData {
         augment: Augment,
         workers: usize,
     ) -> Result<EpochBatches> {
+        self.epoch_from(batch_size, seed, epoch, augment, workers, 0)
+    }
+
+    /// [`Self::epoch`] from batch `first` on (0-based): the same batches as the full
+    /// epoch's from that one, so that a run resumed part-way through an epoch sees what
+    /// it would have seen.
+    pub fn epoch_from(
+        &self,
+        batch_size: usize,
+        seed: u64,
+        epoch: usize,
+        augment: Augment,
+        workers: usize,
+        first: usize,
+    ) -> Result<EpochBatches> {
         let (c, h, w) = self.shape;
         let (oh, ow) = augment.output_size(h, w)?;
         let batch_size = batch_size.max(1);
         let order: Arc<[i64]> = epoch_order(self.len(), seed, epoch).into();
         let batches = self.len().div_ceil(batch_size);
-        let workers = workers.clamp(1, batches.max(1));
+        let first = first.min(batches);
+        let workers = workers.clamp(1, (batches - first).max(1));
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for worker in 0..workers {
@@ -108,7 +126,7 @@ impl LoaderData {
             handles.push(std::thread::spawn(move || {
                 let example = c * h * w;
                 let out_example = c * oh * ow;
-                for batch in (worker..batches).step_by(workers) {
+                for batch in (first + worker..batches).step_by(workers) {
                     let ids = &order[batch * batch_size..((batch + 1) * batch_size).min(order.len())];
                     let mut images = vec![0f32; ids.len() * out_example];
                     let mut labels = Vec::with_capacity(ids.len());
@@ -138,7 +156,8 @@ impl LoaderData {
         Ok(EpochBatches {
             receivers,
             workers: handles,
-            next: 0,
+            next: first,
+            first,
             batches,
         })
     }
@@ -151,7 +170,7 @@ impl Iterator for EpochBatches {
         if self.next >= self.batches {
             return None;
         }
-        let worker = self.next % self.receivers.len();
+        let worker = (self.next - self.first) % self.receivers.len();
         match self.receivers[worker].recv() {
             Ok(batch) => {
                 self.next += 1;

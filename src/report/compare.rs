@@ -81,13 +81,11 @@ impl RunRecord {
     /// Reads `summary.json` and `metrics.jsonl` of the run in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("summary.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {} (is it a finished run?)", path.display()))?;
+        let text = crate::io::read_text(&path).map_err(|e| anyhow::anyhow!("{e} (is it a finished run?)"))?;
         let summary =
             serde_json::from_str(&text).with_context(|| format!("{} is not a summary", path.display()))?;
         let path = dir.join("metrics.jsonl");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = crate::io::read_text(&path)?;
         let metrics = text
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -1,13 +1,13 @@
 //! What a run leaves behind and prints: the run directory (`config.toml`,
-//! `metrics.jsonl`, `summary.json`, `model.safetensors`), per-epoch lines, and the
-//! final per-block table.
+//! `metrics.jsonl`, `summary.json`, `model.safetensors`, `state.safetensors`),
+//! per-epoch lines, and the final per-block table.
 
 use crate::config::Config;
+use crate::io::write_atomic;
 use crate::train::model::{Evaluation, Model};
 use crate::train::BlockLoss;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -17,14 +17,6 @@ pub mod plot;
 
 /// The libtorch version `tch` 0.24 binds.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-}
 
 /// Peak resident memory of this process so far, in bytes.
 pub fn peak_rss_bytes() -> u64 {
@@ -41,10 +33,26 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates the folder; refuses one that already holds a run (nothing is overwritten).
+    /// Creates the folder of a new run; refuses one that exists and is not empty, so
+    /// that nothing already there is overwritten.
     pub fn create(path: &Path) -> Result<Self> {
-        if path.join("config.toml").exists() {
-            bail!("{} already holds a run; choose another --out", path.display());
+        if let Ok(mut entries) = std::fs::read_dir(path) {
+            if entries.next().is_some() {
+                let what = if path.join("config.toml").exists() {
+                    format!(
+                        "already holds a run (continue it with `sll train --resume {}`)",
+                        path.display()
+                    )
+                } else {
+                    "is not empty".to_string()
+                };
+                bail!(
+                    "--out {} {what}; choose another --out (nothing was written)",
+                    path.display()
+                );
+            }
+        } else if path.exists() {
+            bail!("--out {} is not a folder", path.display());
         }
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
@@ -53,9 +61,34 @@ impl RunDir {
         })
     }
 
+    /// The folder of an existing run (`--resume`), with the temporary files a killed
+    /// writer may have left removed.
+    pub fn reopen(path: &Path) -> Result<Self> {
+        if !path.join("config.toml").is_file() {
+            bail!(
+                "--resume {}: no config.toml there; not a run directory",
+                path.display()
+            );
+        }
+        crate::io::remove_stale_temporaries(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Where the checkpoint goes.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.path.join("model.safetensors")
+    }
+
+    /// Where the resumable training state goes.
+    pub fn state_path(&self) -> PathBuf {
+        self.path.join(crate::train::state::STATE_FILE)
     }
 
     /// Writes the fully resolved config.
@@ -63,16 +96,15 @@ impl RunDir {
         write_atomic(&self.path.join("config.toml"), config.to_toml().as_bytes())
     }
 
-    /// Appends one epoch's metrics as a JSON line.
-    pub fn append_metrics(&self, metrics: &EpochMetrics) -> Result<()> {
-        let path = self.path.join("metrics.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(file, "{}", serde_json::to_string(metrics)?)
-            .with_context(|| format!("cannot write {}", path.display()))
+    /// Writes `metrics.jsonl`: one JSON line per epoch of `history` (the whole file
+    /// anew, atomically, so that it never holds a torn line).
+    pub fn write_metrics(&self, history: &[EpochMetrics]) -> Result<()> {
+        let mut text = String::new();
+        for metrics in history {
+            text.push_str(&serde_json::to_string(metrics)?);
+            text.push('\n');
+        }
+        write_atomic(&self.path.join("metrics.jsonl"), text.as_bytes())
     }
 
     /// Writes `summary.json`.
@@ -82,10 +114,16 @@ impl RunDir {
             serde_json::to_string_pretty(summary)?.as_bytes(),
         )
     }
+
+    /// The run's `summary.json`, if it has a readable one.
+    pub fn read_summary(&self) -> Option<Summary> {
+        let text = std::fs::read_to_string(self.path.join("summary.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 /// Mean training loss terms of one block over an epoch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockTrainLoss {
     /// 1-based block number.
     pub block: usize,
@@ -96,7 +134,7 @@ pub struct BlockTrainLoss {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
     /// 1-based epoch.
     pub epoch: usize,
@@ -176,9 +214,41 @@ impl EpochMetrics {
     }
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every epoch trained.
+    #[default]
+    Finished,
+    /// Stopped by Ctrl-C or SIGTERM; `sll train --resume DIR` continues it.
+    Interrupted,
+    /// Stopped by the divergence guard (a non-finite or exploding loss).
+    Diverged,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Finished => "finished",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Diverged => "diverged",
+        })
+    }
+}
+
 /// `summary.json`: the run's outcome and everything needed to compare it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
+    /// finished, interrupted or diverged (runs written before it was recorded: finished).
+    #[serde(default)]
+    pub status: RunStatus,
+    /// Epochs evaluated and checkpointed (the accuracies below are those of the last).
+    #[serde(default)]
+    pub epochs_completed: usize,
+    /// Why the run stopped early (interrupted or diverged runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// sll, local or bp.
     pub method: String,
     /// Preset name.
@@ -187,7 +257,7 @@ pub struct Summary {
     pub model: String,
     /// Dataset name.
     pub dataset: String,
-    /// Epochs trained.
+    /// Epochs the run is configured for.
     pub epochs: usize,
     /// Training minibatch size.
     pub batch_size: usize,
@@ -221,16 +291,21 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Summary of a finished run.
+    /// Summary of a run after `epochs_completed` epochs (all of them: finished), the
+    /// last with evaluation `eval`.
     pub fn new(
         config: &Config,
         model: &Model,
         eval: &Evaluation,
+        epochs_completed: usize,
         train_seconds: f64,
         train_samples: usize,
         device: Device,
     ) -> Self {
         Self {
+            status: RunStatus::Finished,
+            epochs_completed,
+            stopped: None,
             method: config.train.method.to_string(),
             preset: config.preset.clone(),
             model: format!("{} ({} blocks)", config.model.describe(), model.network.len()),
@@ -243,7 +318,7 @@ impl Summary {
             block_test_accuracy: eval.block_accuracy.clone(),
             ensemble_test_accuracy: eval.ensemble_accuracy,
             train_seconds,
-            train_samples_per_second: (train_samples * config.train.epochs) as f64 / train_seconds,
+            train_samples_per_second: (train_samples * epochs_completed) as f64 / train_seconds.max(1e-9),
             peak_rss_bytes: peak_rss_bytes(),
             time_to_accuracy: vec![],
             parameters: model.network.parameter_count(),

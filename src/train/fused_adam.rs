@@ -83,6 +83,18 @@ impl FusedAdam {
             .sum()
     }
 
+    /// The step count and the moments, m of every parameter then v of every parameter.
+    pub fn state(&self) -> (i64, Vec<Tensor>) {
+        let tensors = self.exp_avg.iter().chain(&self.exp_avg_sq);
+        (self.step as i64, tensors.map(Tensor::shallow_clone).collect())
+    }
+
+    /// Continues at step `step` (a resumed run; the moments are copied in separately).
+    pub fn set_step(&mut self, step: i64) -> Result<()> {
+        self.step = i32::try_from(step).map_err(|_| anyhow::anyhow!("optimizer step {step} out of range"))?;
+        Ok(())
+    }
+
     /// One update at learning rate `lr`; gradients are read, then zeroed.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;

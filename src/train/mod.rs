@@ -12,27 +12,32 @@ pub mod bp;
 #[cfg(feature = "mpi")]
 pub mod distributed;
 pub mod fused_adam;
+pub mod interrupt;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod sequential;
+pub mod state;
+pub mod tensor_optim;
 
 use crate::checkpoint;
 use crate::config::{Config, Method, Pipeline};
 use crate::data::{self, loader::LoaderData, Dataset};
 use crate::objective::LocalLoss;
-use crate::report::{self, EpochMetrics, RunDir, Summary};
-use anyhow::{bail, Result};
+use crate::report::{self, EpochMetrics, RunDir, RunStatus, Summary};
+use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use model::Model;
+use model::{Evaluation, Model};
 use optim::{LrSchedule, Optimizer};
+use state::Progress;
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The loss terms of one block on one minibatch, read back as numbers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct BlockLoss {
     /// 0-based block index.
     pub block: usize,
@@ -121,11 +126,13 @@ pub fn input_shape(data: &Dataset) -> [i64; 3] {
     [s[1], s[2], s[3]]
 }
 
-/// Sets libtorch's global state for a run: intra-op threads and the seed.
+/// Sets libtorch's global state for a run: intra-op threads, flushing of subnormal
+/// numbers and the seed.
 pub fn init_runtime(config: &Config) {
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads as i32);
     }
+    crate::denormals::apply(config.train.flush_denormals);
     tch::manual_seed(config.train.seed as i64);
 }
 
@@ -202,6 +209,16 @@ impl Schedule {
         }
     }
 
+    /// The pipeline this schedule runs.
+    fn kind(&self) -> Pipeline {
+        match self {
+            Self::Sequential => Pipeline::None,
+            Self::Threads(_) => Pipeline::Threads,
+            #[cfg(feature = "mpi")]
+            Self::Mpi(_) => Pipeline::Mpi,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Self::Sequential => format!("{} threads", tch::get_num_threads()),
@@ -212,13 +229,17 @@ impl Schedule {
     }
 }
 
-/// Trains `config` into the run directory `out` and returns its summary.
+/// Trains `config` into the run directory `out` (a new or empty folder) and returns its
+/// summary.
 ///
-/// After every epoch: test evaluation, one line in `metrics.jsonl`, and the checkpoint
-/// (written atomically), so a failure later loses nothing already written. A
-/// non-finite loss stops the run with an error that names the block and the epoch
-/// (and the stage, in a pipeline). With `train.pipeline = "threads"` the epoch's steps
-/// run in [`pipeline`] stages; evaluation and checkpoints are the same either way.
+/// After every epoch: test evaluation, the resumable state ([`state`]), the checkpoint
+/// and the epoch's line in `metrics.jsonl`, in that order and each written atomically,
+/// so a failure or a kill later loses nothing already written and `--resume` continues
+/// from the last state. A non-finite or exploding loss (the divergence guard,
+/// `train.divergence_factor`) stops the run with an error that names the block, the
+/// epoch and the step (and the stage, in a pipeline). With `train.pipeline = "threads"`
+/// the epoch's steps run in [`pipeline`] stages; evaluation and checkpoints are the
+/// same either way.
 pub fn run(config: Config, out: &Path) -> Result<Summary> {
     match run_rank(config, out)? {
         Some(summary) => Ok(summary),
@@ -229,7 +250,49 @@ pub fn run(config: Config, out: &Path) -> Result<Summary> {
 /// [`run`] for any process of a run: `None` on MPI ranks other than 0 (which train
 /// their stage and leave the run directory to rank 0). An error on an MPI rank stops
 /// every rank of the job, after printing it with the rank named.
-pub fn run_rank(mut config: Config, out: &Path) -> Result<Option<Summary>> {
+pub fn run_rank(config: Config, out: &Path) -> Result<Option<Summary>> {
+    start(config, out, false)
+}
+
+/// Continues the run in `dir` from its last resumable state (from its start when it
+/// was stopped before its first one), reading the run's own `config.toml`; `epochs`
+/// extends (or restates) its length. With the same build and threads the result is
+/// bit-identical to a run that was never interrupted (with `epochs` changed, the
+/// learning-rate schedule changes with it). A finished run is returned as it is.
+pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Summary> {
+    let run_dir = RunDir::reopen(dir)?;
+    let config_path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", config_path.display()))?;
+    let mut config = Config::from_toml(&text, &config_path.display().to_string())?;
+    if let Some(epochs) = epochs {
+        config.train.epochs = epochs;
+    }
+    config.validate()?;
+    if config.train.pipeline == Pipeline::Mpi {
+        bail!(
+            "--resume {}: runs of the MPI pipeline cannot be resumed (each rank holds its blocks' optimizer state); start it again, or train it with `--pipeline threads`",
+            dir.display()
+        );
+    }
+    if let Some(summary) = run_dir.read_summary() {
+        if summary.status == RunStatus::Finished && summary.epochs_completed >= config.train.epochs {
+            eprintln!(
+                "{} finished all {} epochs already; nothing to do (give --epochs N to train it longer)",
+                dir.display(),
+                summary.epochs_completed
+            );
+            return Ok(summary);
+        }
+    }
+    match start(config, dir, true)? {
+        Some(summary) => Ok(summary),
+        None => bail!("this process is an MPI rank > 0: rank 0 holds the summary"),
+    }
+}
+
+/// [`run_rank`] and [`resume`]: builds data, model and schedule, then trains.
+fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summary>> {
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
@@ -238,7 +301,7 @@ pub fn run_rank(mut config: Config, out: &Path) -> Result<Option<Summary>> {
     if let Schedule::Threads(stages) = &schedule {
         stages.place(&mut model);
     }
-    let result = train_epochs(config, out, model, &schedule, train, test);
+    let result = train_epochs(config, out, resuming, model, &schedule, train, test);
     match (&schedule, result) {
         #[cfg(feature = "mpi")]
         (Schedule::Mpi(mpi), Err(e)) => mpi.abort(&e),
@@ -246,10 +309,19 @@ pub fn run_rank(mut config: Config, out: &Path) -> Result<Option<Summary>> {
     }
 }
 
-/// The epochs of [`run_rank`], once the model is built and the schedule planned.
+/// The seed of libtorch's generator before step `step` (0-based) of epoch `epoch`:
+/// whatever a step draws from it (ViT's `model.dropout`, dropout off the CPU) is then a
+/// function of the run's seed and the step's position, so a resumed run draws it again.
+fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
+    let epoch_seed = crate::objective::projection_seed(seed ^ 0x5EED_0F57_E950_0000, epoch);
+    crate::objective::projection_seed(epoch_seed, step) as i64
+}
+
+/// The epochs of [`start`], once the model is built and the schedule planned.
 fn train_epochs(
     config: Config,
     out: &Path,
+    resuming: bool,
     mut model: Model,
     schedule: &Schedule,
     train: Dataset,
@@ -264,11 +336,43 @@ fn train_epochs(
         None
     };
     drop(train);
+    let batch_size = config.data.batch_size;
+    let steps_per_epoch = train_len.div_ceil(batch_size);
+    let total_steps = steps_per_epoch * config.train.epochs;
+    let lr_schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
+    let mut optimizers = build_optimizers(&config, &model, &lr_schedule)?;
+
+    let mut progress = Progress::default();
     let run_dir = if root {
-        let run_dir = RunDir::create(out)?;
+        let run_dir = if resuming {
+            RunDir::reopen(out)?
+        } else {
+            RunDir::create(out)?
+        };
+        if resuming && run_dir.state_path().exists() {
+            progress = state::load(&run_dir.state_path(), &model, &mut optimizers)?;
+            if progress.epoch > config.train.epochs {
+                bail!(
+                    "--epochs {}: the run in {} has trained {} epochs already",
+                    config.train.epochs,
+                    out.display(),
+                    progress.epoch
+                );
+            }
+            // A kill between the state and the files after it: bring them level.
+            if progress.step == 0 && progress.epoch > 0 {
+                checkpoint::save(&model, &config, progress.epoch, &run_dir.checkpoint_path())?;
+            }
+        }
         run_dir.write_config(&config)?;
+        run_dir.write_metrics(&progress.history)?;
+        let from = match (progress.epoch, progress.step) {
+            (0, 0) => String::new(),
+            (e, 0) => format!(", resumed after epoch {e}"),
+            (e, s) => format!(", resumed at epoch {}, step {s}", e + 1),
+        };
         eprintln!(
-            "training {} on {} with {} ({} blocks, {} parameters, {}) -> {}",
+            "training {} on {} with {} ({} blocks, {} parameters, {}{from}) -> {}",
             config.preset,
             config.data.dataset,
             config.train.method,
@@ -282,22 +386,31 @@ fn train_epochs(
         None
     };
 
-    let batch_size = config.data.batch_size;
-    let steps_per_epoch = train_len.div_ceil(batch_size);
-    let total_steps = steps_per_epoch * config.train.epochs;
-    let lr_schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
-    let mut optimizers = build_optimizers(&config, &model, &lr_schedule)?;
-
-    let mut train_seconds = 0.0;
-    let run_start = Instant::now();
-    let mut history = vec![];
-    let mut evaluation = None;
-    for epoch in 1..=config.train.epochs {
+    let guard = LossGuard::new(config.train.divergence_factor, progress.loss_references.clone());
+    // Interrupts stop a sequential or thread-pipeline epoch after the current step; the
+    // ranks of an MPI pipeline expect every minibatch, so there they end the process.
+    let stoppable = !matches!(schedule.kind(), Pipeline::Mpi);
+    let _armed = stoppable.then(interrupt::arm);
+    let wall_start = Instant::now();
+    let wall_before = progress.wall_seconds;
+    let mut train_seconds = progress.train_seconds;
+    let mut history = progress.history.clone();
+    let first_epoch = progress.epoch + 1;
+    for epoch in first_epoch..=config.train.epochs {
+        let (first_step, earlier_sums, earlier_seconds) = if epoch == first_epoch {
+            (
+                progress.step,
+                progress.partial_sums.clone(),
+                progress.partial_seconds,
+            )
+        } else {
+            (0, vec![], 0.0)
+        };
         let kept = match &run_dir {
             Some(run_dir) if epoch > 1 => format!(
                 "the checkpoint of epoch {} is kept in {}",
                 epoch - 1,
-                run_dir.checkpoint_path().display()
+                run_dir.path().display()
             ),
             _ => "no checkpoint was written yet".to_string(),
         };
@@ -306,47 +419,97 @@ fn train_epochs(
         } else {
             ProgressBar::hidden()
         };
-        let progress = EpochProgress::new(bar, epoch, kept);
-        let learning_rate = optimizers[0].learning_rate();
+        bar.set_position(first_step as u64);
+        let epoch_progress =
+            EpochProgress::new(bar, epoch, kept, &guard).starting_at(first_step, earlier_sums);
+        let learning_rate = lr_schedule.at((epoch - 1) * steps_per_epoch);
         let start = Instant::now();
         let batches = match &loader {
-            Some(loader) => Some(loader.epoch(
+            Some(loader) => Some(loader.epoch_from(
                 batch_size,
                 config.train.seed,
                 epoch,
                 config.data.augment,
                 config.data.workers,
+                first_step,
             )?),
             None => None,
         };
+        let taken = Cell::new(0usize);
         let batches = batches
             .into_iter()
             .flatten()
+            .take_while(|_| !(stoppable && interrupt::requested()))
+            .inspect(|_| {
+                taken.set(taken.get() + 1);
+                interrupt::crash_point(epoch, first_step + taken.get());
+            })
             .map(|(x, y)| (x.to_device(device), y.to_device(device)));
-        match schedule {
-            Schedule::Sequential => {
-                for (step, (x, y)) in batches.enumerate() {
-                    let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
-                    progress.record(step, &losses, true)?;
-                }
-            }
-            Schedule::Threads(stages) => {
-                stages.train_epoch(&mut model, &mut optimizers, batches, &progress)?;
-            }
+        let trained = match schedule {
+            Schedule::Sequential => batches.enumerate().try_for_each(|(i, (x, y))| {
+                tch::manual_seed(step_seed(config.train.seed, epoch, first_step + i));
+                let losses = train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
+                epoch_progress.record(i, &losses, true)
+            }),
+            Schedule::Threads(stages) => stages
+                .train_epoch(&mut model, &mut optimizers, batches, &epoch_progress)
+                .map(|_| ()),
             #[cfg(feature = "mpi")]
             Schedule::Mpi(mpi) => {
-                mpi.train_epoch(&model, &mut optimizers, batches, steps_per_epoch, &progress)?;
+                mpi.train_epoch(&model, &mut optimizers, batches, steps_per_epoch, &epoch_progress)
             }
-        }
+        };
         #[allow(unused_mut)]
-        let mut sums = progress.finish();
+        let mut sums = epoch_progress.finish();
+        if let Err(e) = trained {
+            if let (Some(run_dir), Some(why)) = (&run_dir, guard.tripped()) {
+                let summary = stopped_summary(&config, &model, &history, train_seconds, train_len, device);
+                run_dir.write_summary(&Summary {
+                    status: RunStatus::Diverged,
+                    stopped: Some(why),
+                    ..summary
+                })?;
+            }
+            return Err(e);
+        }
         // An MPI epoch ends when every rank has trained and sent its blocks to rank 0
         // (rank 0 itself is done as soon as rank 1 has received its last minibatch).
         #[cfg(feature = "mpi")]
         if let Schedule::Mpi(mpi) = schedule {
             mpi.gather(&model, &mut sums)?;
         }
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = earlier_seconds + start.elapsed().as_secs_f64();
+        let steps_done = first_step + taken.get();
+        let wall_seconds = wall_before + wall_start.elapsed().as_secs_f64();
+        if stoppable && steps_done < steps_per_epoch {
+            // Interrupted part-way through the epoch: keep its position.
+            let Some(run_dir) = &run_dir else {
+                bail!("interrupted");
+            };
+            progress = Progress {
+                epoch: epoch - 1,
+                step: steps_done,
+                partial_sums: sums,
+                partial_seconds: seconds,
+                train_seconds,
+                wall_seconds,
+                loss_references: guard.references(),
+                history: history.clone(),
+                ..Progress::default()
+            };
+            state::save(&run_dir.state_path(), &model, &optimizers, &progress)?;
+            let at = format!("epoch {epoch}, step {steps_done} of {steps_per_epoch}");
+            return Err(interrupted(
+                run_dir,
+                &at,
+                &config,
+                &model,
+                &history,
+                train_seconds,
+                train_len,
+                device,
+            ));
+        }
         train_seconds += seconds;
         let Some(run_dir) = &run_dir else {
             continue;
@@ -361,61 +524,223 @@ fn train_epochs(
             seconds,
             train_len,
         );
-        metrics.wall_seconds = run_start.elapsed().as_secs_f64();
+        metrics.wall_seconds = wall_seconds;
         eprintln!("{}", metrics.one_line(config.train.epochs));
-        run_dir.append_metrics(&metrics)?;
-        checkpoint::save(&model, &config, epoch, &run_dir.checkpoint_path())?;
         history.push(metrics);
-        evaluation = Some(eval);
+        progress = Progress {
+            epoch,
+            train_seconds,
+            wall_seconds,
+            loss_references: guard.references(),
+            history: history.clone(),
+            ..Progress::default()
+        };
+        state::save(&run_dir.state_path(), &model, &optimizers, &progress)?;
+        checkpoint::save(&model, &config, epoch, &run_dir.checkpoint_path())?;
+        run_dir.write_metrics(&history)?;
+        if stoppable && interrupt::requested() && epoch < config.train.epochs {
+            let at = format!("the end of epoch {epoch}");
+            return Err(interrupted(
+                run_dir,
+                &at,
+                &config,
+                &model,
+                &history,
+                train_seconds,
+                train_len,
+                device,
+            ));
+        }
     }
     let Some(run_dir) = run_dir else {
         return Ok(None);
     };
-    let evaluation = evaluation.expect("at least one epoch");
-    let mut summary = Summary::new(&config, &model, &evaluation, train_seconds, train_len, device);
+    let mut summary = stopped_summary(&config, &model, &history, train_seconds, train_len, device);
     summary.time_to_accuracy = report::compare::time_to_accuracy(&history, &report::compare::THRESHOLDS);
     run_dir.write_summary(&summary)?;
-    report::print_final_table(&history, &evaluation);
+    let last = history.last().expect("at least one epoch");
+    report::print_final_table(&history, &evaluation_of(last));
     Ok(Some(summary))
 }
 
+/// The evaluation an epoch's metrics recorded.
+fn evaluation_of(metrics: &EpochMetrics) -> Evaluation {
+    Evaluation {
+        accuracy: metrics.test_accuracy,
+        block_accuracy: metrics.block_test_accuracy.clone(),
+        ensemble_accuracy: metrics.ensemble_test_accuracy,
+    }
+}
+
+/// The summary of a run after the epochs of `history` (all of them: a finished run;
+/// its accuracies are the last epoch's, 0 when none was completed).
+fn stopped_summary(
+    config: &Config,
+    model: &Model,
+    history: &[EpochMetrics],
+    train_seconds: f64,
+    train_len: usize,
+    device: Device,
+) -> Summary {
+    let eval = history.last().map(evaluation_of).unwrap_or(Evaluation {
+        accuracy: 0.0,
+        block_accuracy: vec![None; model.network.len()],
+        ensemble_accuracy: 0.0,
+    });
+    Summary::new(
+        config,
+        model,
+        &eval,
+        history.len(),
+        train_seconds,
+        train_len,
+        device,
+    )
+}
+
+/// Writes the summary of a run interrupted at `at` and returns the error that ends it,
+/// which says how to resume.
+#[allow(clippy::too_many_arguments)]
+fn interrupted(
+    run_dir: &RunDir,
+    at: &str,
+    config: &Config,
+    model: &Model,
+    history: &[EpochMetrics],
+    train_seconds: f64,
+    train_len: usize,
+    device: Device,
+) -> anyhow::Error {
+    let why = format!("interrupted at {at}");
+    let summary = stopped_summary(config, model, history, train_seconds, train_len, device);
+    let written = run_dir.write_summary(&Summary {
+        status: RunStatus::Interrupted,
+        stopped: Some(why.clone()),
+        ..summary
+    });
+    match written {
+        Ok(()) => anyhow!(
+            "{why}; the checkpoint is in {dir}; continue with: sll train --resume {dir}",
+            dir = run_dir.path().display()
+        ),
+        Err(e) => e.context(why),
+    }
+}
+
+/// The divergence guard: a step's loss that is not finite, or above
+/// `train.divergence_factor` times the block's loss on the run's first step, stops the
+/// run. Shared by every stage of a pipeline; its references are part of the
+/// resumable state.
+pub struct LossGuard {
+    factor: f64,
+    references: Mutex<Vec<Option<f64>>>,
+    tripped: Mutex<Option<String>>,
+}
+
+impl LossGuard {
+    /// A guard with factor `factor` (0 = non-finite losses only) and the references of
+    /// an earlier session (empty for a new run).
+    pub fn new(factor: f64, references: Vec<Option<f64>>) -> Self {
+        Self {
+            factor,
+            references: Mutex::new(references),
+            tripped: Mutex::new(None),
+        }
+    }
+
+    /// Each block's reference loss (its first step's), `None` before its first step.
+    pub fn references(&self) -> Vec<Option<f64>> {
+        self.references.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the guard stopped the run, once it has.
+    pub fn tripped(&self) -> Option<String> {
+        self.tripped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Checks one block's loss; `Err` with the reason when it stops the run.
+    fn check(&self, loss: &BlockLoss) -> std::result::Result<(), String> {
+        let total = loss.prediction + loss.divergence;
+        let why = if !loss.is_finite() {
+            Some("became non-finite".to_string())
+        } else {
+            let mut references = self.references.lock().unwrap_or_else(|e| e.into_inner());
+            if references.len() <= loss.block {
+                references.resize(loss.block + 1, None);
+            }
+            let reference = *references[loss.block].get_or_insert(total);
+            (self.factor > 0.0 && total > self.factor * reference.max(1e-3)).then(|| {
+                format!(
+                    "exploded to {total:.4e}, more than train.divergence_factor = {} times its first step's {reference:.4}",
+                    self.factor
+                )
+            })
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => {
+                let why = format!(
+                    "block {} loss {why} (prediction {}, divergence {})",
+                    loss.block + 1,
+                    loss.prediction,
+                    loss.divergence
+                );
+                *self.tripped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
 /// Where the training steps of one epoch report their losses: per-block sums, the
-/// progress bar, and the guard against non-finite losses. Shared by the stages of a
-/// pipeline, each reporting its own blocks.
-pub struct EpochProgress {
+/// progress bar, and the divergence guard. Shared by the stages of a pipeline, each
+/// reporting its own blocks.
+pub struct EpochProgress<'a> {
     bar: ProgressBar,
     sums: Mutex<Vec<BlockLoss>>,
     epoch: usize,
+    first_step: usize,
     kept: String,
+    guard: &'a LossGuard,
 }
 
-impl EpochProgress {
-    /// Progress of epoch `epoch`, shown on `bar`; `kept` says what a failure leaves
-    /// behind (named in its error).
-    pub fn new(bar: ProgressBar, epoch: usize, kept: String) -> Self {
+impl<'a> EpochProgress<'a> {
+    /// Progress of epoch `epoch`, shown on `bar`, losses checked by `guard`; `kept`
+    /// says what a failure leaves behind (named in its error).
+    pub fn new(bar: ProgressBar, epoch: usize, kept: String, guard: &'a LossGuard) -> Self {
         Self {
             bar,
             sums: Mutex::new(vec![]),
             epoch,
+            first_step: 0,
             kept,
+            guard,
         }
     }
 
-    /// Adds the loss terms of some blocks at (0-based) step `step` to the sums;
-    /// `completes` when they are the step's last (the bar advances). A non-finite loss
-    /// is an error naming the block, epoch and step.
+    /// The same for an epoch resumed after `first_step` steps whose loss sums were `sums`.
+    pub fn starting_at(mut self, first_step: usize, sums: Vec<BlockLoss>) -> Self {
+        self.first_step = first_step;
+        self.sums = Mutex::new(sums);
+        self
+    }
+
+    /// Adds the loss terms of some blocks at step `step` (0-based, counted from where
+    /// this epoch's trainer started) to the sums; `completes` when they are the step's
+    /// last (the bar advances). A non-finite or exploding loss is an error naming the
+    /// block, epoch and step.
     pub fn record(&self, step: usize, losses: &[BlockLoss], completes: bool) -> Result<()> {
-        if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
-            self.bar.abandon();
-            bail!(
-                "block {} loss became non-finite (prediction {}, divergence {}) at epoch {}, step {}; training stopped; {} (try a lower optim.lr)",
-                bad.block + 1,
-                bad.prediction,
-                bad.divergence,
-                self.epoch,
-                step + 1,
-                self.kept
-            );
+        let step = self.first_step + step;
+        for loss in losses {
+            if let Err(why) = self.guard.check(loss) {
+                self.bar.abandon();
+                bail!(
+                    "{why} at epoch {}, step {}; training stopped; {} (try a lower optim.lr)",
+                    self.epoch,
+                    step + 1,
+                    self.kept
+                );
+            }
         }
         let mut sums = self.sums.lock().unwrap_or_else(|e| e.into_inner());
         accumulate(&mut sums, losses);

@@ -92,6 +92,7 @@ impl Model {
     /// Initialisation draws from libtorch's generator (seed it first); projections are
     /// drawn from their own seeds, derived from `config.train.seed`.
     pub fn new(config: &Config, classes: i64, input: InputShape, device: Device) -> Result<Self> {
+        crate::model::footprint::check(config, classes, input, device)?;
         config.validate_for_classes(classes)?;
         let network = Network::new(&config.model, input, device)?;
         let objective = effective_objective(config);
@@ -149,6 +150,13 @@ impl Model {
                     .iter()
                     .map(|o| o.projection.as_ref().map(|p| p.seed)),
             )
+            .collect()
+    }
+
+    /// Every dropout stream of the objectives: the input's, then each block's.
+    pub fn dropout_streams(&self) -> Vec<&Dropout> {
+        std::iter::once(&self.input_dropout)
+            .chain(self.objectives.iter().map(|o| o.dropout()))
             .collect()
     }
 

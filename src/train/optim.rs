@@ -1,9 +1,10 @@
 //! Per-block optimizers and learning-rate schedules.
 
 use super::fused_adam::FusedAdam;
+use super::tensor_optim::TensorOptimizer;
 use crate::config::{OptimConfig, OptimizerKind, Schedule};
-use anyhow::{Context, Result};
-use tch::{COptimizer, Tensor};
+use anyhow::Result;
+use tch::Tensor;
 
 /// Learning rate as a function of the step: constant, or linear warm-up then cosine
 /// decay from `lr` to `min_lr` over the whole run.
@@ -50,8 +51,8 @@ impl LrSchedule {
 enum Engine {
     /// Our one-pass Adam/AdamW (f32 parameters on the CPU).
     Fused(FusedAdam),
-    /// libtorch's optimizers (SGD, and Adam/AdamW elsewhere).
-    Torch(COptimizer),
+    /// The same rules (and SGD) in libtorch tensor operations, on any device.
+    Tensor(TensorOptimizer),
 }
 
 /// One optimizer over a set of parameters (one block's, or the whole network's for
@@ -61,44 +62,64 @@ pub struct Optimizer {
     engine: Engine,
     schedule: LrSchedule,
     step: usize,
-    /// Parameter-sized state buffers of libtorch's rule (Adam 2, SGD with momentum 1).
-    buffers_per_parameter: usize,
+}
+
+/// What an [`Optimizer`] must keep for a run to resume: the steps taken and every
+/// state tensor (Adam's moments, SGD's momentum buffers), in a fixed order.
+#[derive(Debug)]
+pub struct OptimizerState {
+    /// Steps taken (the schedule's position).
+    pub step: usize,
+    /// The update rule's own step count (Adam's bias correction).
+    pub rule_step: i64,
+    /// The state tensors.
+    pub tensors: Vec<Tensor>,
 }
 
 impl Optimizer {
     /// Builds the optimizer of `config` over `params`.
     pub fn new(config: &OptimConfig, params: &[Tensor], schedule: LrSchedule) -> Result<Self> {
-        let (lr, wd) = (config.lr, config.weight_decay);
         let adam = matches!(config.optimizer, OptimizerKind::Adam | OptimizerKind::Adamw);
-        if adam && config.fused && FusedAdam::supports(params) {
+        let engine = if adam && config.fused && FusedAdam::supports(params) {
             let decoupled = config.optimizer == OptimizerKind::Adamw;
-            let engine = Engine::Fused(FusedAdam::new(params, wd, decoupled)?);
-            return Ok(Self {
-                engine,
-                schedule,
-                step: 0,
-                buffers_per_parameter: 2,
-            });
-        }
-        let mut inner = match config.optimizer {
-            OptimizerKind::Adam => COptimizer::adam(lr, 0.9, 0.999, wd, 1e-8, false),
-            OptimizerKind::Adamw => COptimizer::adamw(lr, 0.9, 0.999, wd, 1e-8, false),
-            OptimizerKind::Sgd => COptimizer::sgd(lr, config.momentum, 0.0, wd, false),
-        }
-        .context("cannot create optimizer")?;
-        for p in params {
-            inner.add_parameters(p, 0)?;
-        }
-        let buffers_per_parameter = match config.optimizer {
-            OptimizerKind::Adam | OptimizerKind::Adamw => 2,
-            OptimizerKind::Sgd => usize::from(config.momentum != 0.0),
+            Engine::Fused(FusedAdam::new(params, config.weight_decay, decoupled)?)
+        } else {
+            Engine::Tensor(TensorOptimizer::new(
+                config.optimizer,
+                params,
+                config.weight_decay,
+                config.momentum,
+            ))
         };
         Ok(Self {
-            engine: Engine::Torch(inner),
+            engine,
             schedule,
             step: 0,
-            buffers_per_parameter,
         })
+    }
+
+    /// The state a resumed run needs (tensors shared, not copied).
+    pub fn state(&self) -> OptimizerState {
+        let (rule_step, tensors) = match &self.engine {
+            Engine::Fused(adam) => adam.state(),
+            Engine::Tensor(rule) => rule.state(),
+        };
+        OptimizerState {
+            step: self.step,
+            rule_step,
+            tensors,
+        }
+    }
+
+    /// Continues at the step counts of a saved [`OptimizerState`] (its tensors are
+    /// restored by copying into those of [`Self::state`]).
+    pub fn set_steps(&mut self, step: usize, rule_step: i64) -> Result<()> {
+        match &mut self.engine {
+            Engine::Fused(adam) => adam.set_step(rule_step)?,
+            Engine::Tensor(rule) => rule.set_step(rule_step),
+        }
+        self.step = step;
+        Ok(())
     }
 
     /// Learning rate of the next step.
@@ -122,25 +143,22 @@ impl Optimizer {
                 backward()?;
                 adam.step(lr);
             }
-            Engine::Torch(inner) => {
-                inner.zero_grad()?;
+            Engine::Tensor(rule) => {
                 backward()?;
-                inner.set_learning_rate(lr)?;
-                inner.step()?;
+                rule.step(lr)?;
             }
         }
         self.step += 1;
         Ok(())
     }
 
-    /// Bytes of optimizer state (Adam's two moments, SGD's momentum buffer): read from
-    /// the fused kernel's buffers, or, for libtorch's optimizers (whose state tch does
-    /// not expose), the same count computed from the parameters (`param_bytes`).
-    pub fn state_bytes(&self, param_bytes: usize) -> usize {
-        match &self.engine {
-            Engine::Fused(adam) => adam.state_bytes(),
-            Engine::Torch(_) => self.buffers_per_parameter * param_bytes,
-        }
+    /// Bytes of optimizer state (Adam's two moments, SGD's momentum buffer).
+    pub fn state_bytes(&self) -> usize {
+        self.state()
+            .tensors
+            .iter()
+            .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+            .sum()
     }
 }
 
