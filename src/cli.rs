@@ -1,4 +1,4 @@
-//! The `sll` command line: `train`, `eval`, `fetch`, `bench`, `report`.
+//! The `sll` command line: `train`, `eval`, `fetch`, `bench`, `report`, `sweep`.
 
 use crate::bench::memory::{self, MemoryMethod, MemorySpec};
 use crate::bench::step::StepBenchSpec;
@@ -36,6 +36,52 @@ pub enum Command {
     Bench(BenchCommand),
     /// Compare finished runs: final accuracy, time to accuracy, peak memory; plot them.
     Report(ReportArgs),
+    /// Train a grid of runs (resumable: run it again to continue) and tabulate them.
+    Sweep(SweepArgs),
+}
+
+/// `sll sweep` options (see `crate::sweep`).
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Sweep folder: sweep.toml, runs/<name>/, logs/<name>.log, results.{md,csv,png}.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML file: `config = "preset"`, a `[set]` table for every run, a `[grid]` table
+    /// of dotted config keys and arrays of values.
+    #[arg(long, value_name = "GRID.toml")]
+    pub grid_file: Option<PathBuf>,
+    /// A varied key and its values, e.g. `train.method=sll,local` or
+    /// `model.hidden=[64,64],[128,128]` (repeatable: the runs are the cartesian product).
+    #[arg(long = "grid", value_name = "SECTION.KEY=V1,V2,...")]
+    pub grid: Vec<String>,
+    /// Override a config key in every run (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Base config file or preset name [default: mnist-mlp].
+    #[arg(long, value_name = "PRESET|FILE")]
+    pub config: Option<String>,
+    /// Data folder of the runs [default: that of `sll train`].
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Runs trained at once (each a child process).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Intra-op threads of each new run [default: the cores divided by --jobs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the planned runs (new, to resume, finished, diverged) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Train nothing: rebuild results.md, results.csv and results.png from the runs.
+    #[arg(
+        long,
+        conflicts_with_all = ["grid_file", "grid", "sets", "config", "data_dir", "jobs", "threads", "dry_run"]
+    )]
+    pub report_only: bool,
+    /// Grid key on the x axis of results.png [default: model.modules if varied, else the
+    /// first numeric grid key].
+    #[arg(long = "x", value_name = "KEY")]
+    pub x: Option<String>,
 }
 
 /// `sll report` options.
@@ -192,9 +238,17 @@ pub struct TrainArgs {
     /// Folder holding `<dataset>/<official files>` [default: data].
     #[arg(long)]
     pub data_dir: Option<String>,
-    /// Run directory [default: `runs/<timestamp>-<preset>-<method>`].
+    /// Run directory, new or empty [default: `runs/<timestamp>-<preset>-<method>`].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue the interrupted run in this directory from its last checkpoint, with
+    /// the run's own config.toml (only --epochs may change it: a longer run).
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["config", "method", "seed", "data_dir", "out", "threads", "pipeline", "stages", "replicas", "stage_devices", "device", "sets"]
+    )]
+    pub resume: Option<PathBuf>,
     /// Intra-op threads (0 = libtorch's default); per stage with a pipeline.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -265,6 +319,7 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Some(Command::Report(args)) => report_command(&args),
+        Some(Command::Sweep(args)) => crate::sweep::command(&args),
         Some(Command::Bench(BenchCommand::Memory(args))) => bench_memory_command(&args),
         Some(Command::Bench(BenchCommand::MemoryOne(args))) => {
             let spec = MemorySpec {
@@ -398,11 +453,23 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
 /// `sll train`: trains and returns the run directory and its summary (`None` on MPI
 /// ranks other than 0, which leave the run directory to rank 0).
 pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
-    let config = resolve_train_config(&args)?;
+    if let Some(dir) = &args.resume {
+        train::interrupt::install();
+        let summary = train::resume(dir, args.epochs)?;
+        println!("run directory: {}", dir.display());
+        return Ok((dir.clone(), Some(summary)));
+    }
+    let mut config = resolve_train_config(&args)?;
+    // A run reads its data from wherever it is started again (`--resume`, `sll eval`).
+    config.data.dir = absolute(&config.data.dir);
     let out = args.out.clone().unwrap_or_else(|| {
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-        PathBuf::from("runs").join(format!("{stamp}-{}-{}", config.preset, config.train.method))
+        let name = format!("{stamp}-{}-{}", config.preset, config.train.method);
+        PathBuf::from("runs").join(safe_name(&name))
     });
+    if config.train.pipeline != Pipeline::Mpi {
+        train::interrupt::install();
+    }
     let summary = train::run_rank(config, &out)?;
     if summary.is_some() {
         println!("run directory: {}", out.display());
@@ -410,11 +477,45 @@ pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
     Ok((out, summary))
 }
 
+/// `dir` made absolute (relative to the current directory), when it exists.
+fn absolute(dir: &str) -> String {
+    std::fs::canonicalize(dir).map_or_else(|_| dir.to_string(), |p| p.display().to_string())
+}
+
+/// A run directory name from `name`: letters, digits, `.`, `_` and `-` kept, anything
+/// else (path separators included) replaced by `_`, no leading dot, so that the run
+/// lands in `runs/` whatever the preset is called.
+pub fn safe_name(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() {
+        "run".into()
+    } else {
+        name.chars().take(120).collect()
+    }
+}
+
 /// `sll eval`: rebuilds the run's model from `config.toml`, loads `model.safetensors`,
-/// evaluates it on the test set and compares with `summary.json`.
+/// evaluates it on the test set and compares with `summary.json`: an error when the
+/// weights hold a NaN or an infinity, or when the accuracy differs from the recorded one.
 pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
     let run = &args.run;
     let config_path = run.join("config.toml");
+    if !config_path.is_file() {
+        anyhow::bail!(
+            "{} is not a run directory (no config.toml file there)",
+            run.display()
+        );
+    }
     let text = std::fs::read_to_string(&config_path).with_context(|| {
         format!(
             "cannot read {} (is {} a run directory?)",
@@ -423,15 +524,23 @@ pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
         )
     })?;
     let mut config = Config::from_toml(&text, &config_path.display().to_string())?;
-    if let Some(dir) = &args.data_dir {
-        config.data.dir = dir.clone();
-    }
+    config.data.dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => find_data_dir(&config.data.dir, run),
+    };
     config.validate()?;
     let device = crate::device::parse(&config.train.device)?;
     train::init_runtime(&config);
     let (_, test) = train::prepare_data(&mut config, device)?;
     let model = Model::new(&config, test.classes, train::input_shape(&test), device)?;
-    checkpoint::load(&model, &run.join("model.safetensors"))?;
+    let weights = run.join("model.safetensors");
+    checkpoint::load(&model, &weights)?;
+    if let Some(name) = checkpoint::first_non_finite(&model) {
+        anyhow::bail!(
+            "{}: tensor `{name}` holds NaN or infinite values",
+            weights.display()
+        );
+    }
     let eval = model.evaluate(&test, config.data.eval_batch_size);
     for (i, a) in eval.block_accuracy.iter().enumerate() {
         if let Some(a) = a {
@@ -443,23 +552,46 @@ pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
         100.0 * eval.accuracy,
         test.len()
     );
-    if let Some(summary) = read_summary(run) {
-        let verdict = if summary.test_accuracy == eval.accuracy {
-            "identical"
-        } else {
-            "DIFFERENT"
-        };
+    let epoch: Option<usize> = checkpoint::read_metadata(&weights)?
+        .get("epoch")
+        .and_then(|e| e.parse().ok());
+    let recorded = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<crate::report::EpochMetrics>(line).ok())
+        .find(|m| Some(m.epoch) == epoch);
+    if let Some(recorded) = recorded {
+        if recorded.test_accuracy != eval.accuracy {
+            anyhow::bail!(
+                "{}: re-evaluated test accuracy {:.4}% differs from the {:.4}% recorded after epoch {} in metrics.jsonl",
+                run.display(),
+                100.0 * eval.accuracy,
+                100.0 * recorded.test_accuracy,
+                recorded.epoch
+            );
+        }
         println!(
-            "summary.json test accuracy: {:.2}% ({verdict})",
-            100.0 * summary.test_accuracy
+            "recorded test accuracy after epoch {}: {:.2}% (identical)",
+            recorded.epoch,
+            100.0 * recorded.test_accuracy
         );
     }
     Ok(eval)
 }
 
-fn read_summary(run: &Path) -> Option<Summary> {
-    let text = std::fs::read_to_string(run.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
+/// The data folder a run recorded, found as it was given: an absolute path as it is;
+/// a relative one from the current directory, else from the run directory and each
+/// folder above it (a run in `runs/NAME` of a checkout finds `data` of that checkout).
+fn find_data_dir(recorded: &str, run: &Path) -> String {
+    let path = Path::new(recorded);
+    if path.is_absolute() || path.exists() {
+        return recorded.to_string();
+    }
+    let run = std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf());
+    run.ancestors()
+        .map(|dir| dir.join(path))
+        .find(|candidate| candidate.exists())
+        .map_or_else(|| recorded.to_string(), |p| p.display().to_string())
 }
 
 #[cfg(test)]
@@ -467,6 +599,18 @@ mod tests {
     use super::Cli;
     use crate::config::PRESETS;
     use clap::CommandFactory;
+
+    /// Run names from presets stay inside `runs/`.
+    #[test]
+    fn run_names_cannot_leave_runs() {
+        use super::safe_name;
+        assert_eq!(safe_name("20261201-mnist-mlp-sll"), "20261201-mnist-mlp-sll");
+        assert_eq!(safe_name("../../etc/x"), "_.._etc_x");
+        assert_eq!(safe_name("/abs/path"), "_abs_path");
+        assert_eq!(safe_name(".."), "run");
+        assert_eq!(safe_name("a b\\c\0"), "a_b_c_");
+        assert_eq!(safe_name(&"x".repeat(500)).len(), 120);
+    }
 
     /// `sll train --help` names every shipped preset, so the list cannot fall behind.
     #[test]

@@ -11,12 +11,15 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod denormals;
 pub mod device;
+pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod objective;
 pub mod parallel;
 pub mod report;
+pub mod sweep;
 pub mod train;
 
 /// An error as one line: each cause's first line (libtorch errors carry C++

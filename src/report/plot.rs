@@ -112,15 +112,45 @@ fn two_panels(
         draw(&left, &right)?;
         root.present().map_err(|e| anyhow::anyhow!("cannot draw: {e}"))?;
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let encoder = PngEncoder::new_with_quality(
-        std::io::BufWriter::new(file),
-        CompressionType::Best,
-        FilterType::Adaptive,
-    );
+    write_png(&buffer, SIZE, path)
+}
+
+/// Encodes an RGB `buffer` of `size` pixels as PNG and writes it to `path` atomically.
+fn write_png(buffer: &[u8], size: (u32, u32), path: &Path) -> Result<()> {
+    let mut png = vec![];
+    let encoder = PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Adaptive);
     encoder
-        .write_image(&buffer, SIZE.0, SIZE.1, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("cannot write {}", path.display()))
+        .write_image(buffer, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::io::write_atomic(path, &png)
+}
+
+/// Size in pixels of a one-panel picture ([`sweep_accuracy`]).
+pub const ONE_PANEL_SIZE: (u32, u32) = (800, 450);
+
+/// A sweep's test accuracy against one of its numeric grid keys (`x_label`), one line
+/// per `series` (a label, e.g. `method=sll`, and its (x, accuracy %) points), in one
+/// panel (`sll sweep`'s `results.png`).
+pub fn sweep_accuracy(
+    series: &[(String, Vec<(f64, f64)>)],
+    x_label: &str,
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    if series.iter().all(|(_, pts)| pts.is_empty()) {
+        bail!("nothing to plot");
+    }
+    register_font()?;
+    let size = ONE_PANEL_SIZE;
+    let mut buffer = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, size).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow::anyhow!("cannot draw: {e}"))?;
+        panel(&root, title, x_label, "test accuracy %", series, true)?;
+        root.present().map_err(|e| anyhow::anyhow!("cannot draw: {e}"))?;
+    }
+    write_png(&buffer, size, path)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
