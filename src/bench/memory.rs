@@ -179,19 +179,7 @@ fn check_spec(spec: &MemorySpec) -> Result<()> {
             crate::config::MAX_LAYERS
         );
     }
-    let threads = crate::config::max_threads();
-    if spec.threads > threads {
-        bail!(
-            "--threads {} is more than {threads} (4 per core of this machine, at least 8)",
-            spec.threads
-        );
-    }
-    if let Some(b) = spec.batch_size {
-        if b == 0 || b > crate::config::MAX_BATCH {
-            bail!("--batch-size {b} must be in 1..={}", crate::config::MAX_BATCH);
-        }
-    }
-    Ok(())
+    super::check_threads_and_batch(spec.threads, spec.batch_size)
 }
 
 /// Measures `spec` in this process (the child side of [`run_isolated`]).

@@ -249,19 +249,7 @@ pub(crate) fn check_spec(spec: &StepBenchSpec) -> Result<()> {
     if spec.warmup > MAX_STEPS {
         bail!("--warmup {} is more than {MAX_STEPS} steps", spec.warmup);
     }
-    let threads = crate::config::max_threads();
-    if spec.threads > threads {
-        bail!(
-            "--threads {} is more than {threads} (4 per core of this machine, at least 8)",
-            spec.threads
-        );
-    }
-    if let Some(b) = spec.batch_size {
-        if b == 0 || b > crate::config::MAX_BATCH {
-            bail!("--batch-size {b} must be in 1..={}", crate::config::MAX_BATCH);
-        }
-    }
-    Ok(())
+    super::check_threads_and_batch(spec.threads, spec.batch_size)
 }
 
 /// The median of `v` (the upper one of an even count).

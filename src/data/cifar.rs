@@ -211,7 +211,7 @@ fn read_archive(spec: &CifarSpec, path: &Path, shown: &str, advice: &str) -> Res
     let corrupt = |e: std::io::Error| {
         anyhow!(
             "{shown}: truncated or corrupt archive ({}); {advice}",
-            one_line(&e.to_string())
+            super::one_line(&e.to_string())
         )
     };
     let file =
@@ -248,22 +248,6 @@ fn read_archive(spec: &CifarSpec, path: &Path, shown: &str, advice: &str) -> Res
             match bytes {
                 Some(bytes) => Ok((name, bytes)),
                 None => Err(anyhow!("{name} is missing; {advice}")),
-            }
-        })
-        .collect()
-}
-
-/// `text` on one line: trimmed, line breaks and other control characters
-/// escaped (`\n`, `\u{1b}`), since a library's message may end in a newline or
-/// quote bytes of the damaged file (a tar entry's name, say).
-fn one_line(text: &str) -> String {
-    text.trim()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
             }
         })
         .collect()

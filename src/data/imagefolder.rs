@@ -85,7 +85,7 @@ fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
             anyhow!(
                 "{}: cannot read the file ({})",
                 path.display(),
-                one_line(&e.to_string())
+                super::one_line(&e.to_string())
             )
         })?
         .decode()
@@ -93,7 +93,7 @@ fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
             anyhow!(
                 "{}: cannot decode the image ({})",
                 path.display(),
-                one_line(&e.to_string())
+                super::one_line(&e.to_string())
             )
         })?
         .to_rgb8();
@@ -111,22 +111,6 @@ fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `text` on one line: trimmed, line breaks and other control characters
-/// escaped (`\n`, `\u{1b}`), since a library's message may end in a newline or
-/// quote bytes of the damaged file (a tar entry's name, say).
-fn one_line(text: &str) -> String {
-    text.trim()
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Decode `files` at `size` on up to [`MAX_THREADS`] threads into one

@@ -448,3 +448,19 @@ pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
 pub fn ordered_batches(ds: &Dataset, batch_size: usize) -> Batches<'_> {
     Batches::new(ds, batch_size, None)
 }
+
+/// `text` on one line: trimmed, line breaks and other control characters
+/// escaped (`\n`, `\u{1b}`), since a library's message may end in a newline or
+/// quote bytes of the damaged file (a tar entry's name, say).
+pub(crate) fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -390,6 +390,10 @@ fn train_epochs(
     // Interrupts stop a sequential or thread-pipeline epoch after the current step; the
     // ranks of an MPI pipeline expect every minibatch, so there they end the process.
     let stoppable = !matches!(schedule.kind(), Pipeline::Mpi);
+    // The summary of the run as it stands (stopped, or finished).
+    let summary_now = |model: &Model, history: &[EpochMetrics], train_seconds: f64| {
+        stopped_summary(&config, model, history, train_seconds, train_len, device)
+    };
     let _armed = stoppable.then(interrupt::arm);
     let wall_start = Instant::now();
     let wall_before = progress.wall_seconds;
@@ -463,7 +467,7 @@ fn train_epochs(
         let mut sums = epoch_progress.finish();
         if let Err(e) = trained {
             if let (Some(run_dir), Some(why)) = (&run_dir, guard.tripped()) {
-                let summary = stopped_summary(&config, &model, &history, train_seconds, train_len, device);
+                let summary = summary_now(&model, &history, train_seconds);
                 run_dir.write_summary(&Summary {
                     status: RunStatus::Diverged,
                     stopped: Some(why),
@@ -502,12 +506,7 @@ fn train_epochs(
             return Err(interrupted(
                 run_dir,
                 &at,
-                &config,
-                &model,
-                &history,
-                train_seconds,
-                train_len,
-                device,
+                summary_now(&model, &history, train_seconds),
             ));
         }
         train_seconds += seconds;
@@ -543,19 +542,14 @@ fn train_epochs(
             return Err(interrupted(
                 run_dir,
                 &at,
-                &config,
-                &model,
-                &history,
-                train_seconds,
-                train_len,
-                device,
+                summary_now(&model, &history, train_seconds),
             ));
         }
     }
     let Some(run_dir) = run_dir else {
         return Ok(None);
     };
-    let mut summary = stopped_summary(&config, &model, &history, train_seconds, train_len, device);
+    let mut summary = summary_now(&model, &history, train_seconds);
     summary.time_to_accuracy = report::compare::time_to_accuracy(&history, &report::compare::THRESHOLDS);
     run_dir.write_summary(&summary)?;
     let last = history.last().expect("at least one epoch");
@@ -598,21 +592,10 @@ fn stopped_summary(
     )
 }
 
-/// Writes the summary of a run interrupted at `at` and returns the error that ends it,
-/// which says how to resume.
-#[allow(clippy::too_many_arguments)]
-fn interrupted(
-    run_dir: &RunDir,
-    at: &str,
-    config: &Config,
-    model: &Model,
-    history: &[EpochMetrics],
-    train_seconds: f64,
-    train_len: usize,
-    device: Device,
-) -> anyhow::Error {
+/// Writes `summary` of a run interrupted at `at`, marked so, and returns the error that
+/// ends the run, which says how to resume.
+fn interrupted(run_dir: &RunDir, at: &str, summary: Summary) -> anyhow::Error {
     let why = format!("interrupted at {at}");
-    let summary = stopped_summary(config, model, history, train_seconds, train_len, device);
     let written = run_dir.write_summary(&Summary {
         status: RunStatus::Interrupted,
         stopped: Some(why.clone()),
