@@ -54,6 +54,17 @@ fn three_ranks_train_the_same_weights_as_sequential() {
     assert_same_training(&sequential, &run, "3 MPI ranks");
 }
 
+/// The `error: rank ...` line of a job that must have failed.
+fn rank_error(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    stderr
+        .lines()
+        .find(|l| l.starts_with("error: rank "))
+        .unwrap_or_else(|| panic!("no rank error in: {stderr}"))
+        .to_string()
+}
+
 /// A rank whose loss turns non-finite aborts the job: mpirun exits non-zero and the
 /// error names the rank, its stage and the block. (mpirun returning is the check that
 /// nothing hangs.)
@@ -70,12 +81,7 @@ fn failing_rank_stops_every_rank_and_is_named() {
             "train.divergence_factor=0",
         ],
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    let error = stderr
-        .lines()
-        .find(|l| l.starts_with("error: rank "))
-        .unwrap_or_else(|| panic!("no rank error in: {stderr}"));
+    let error = rank_error(&output);
     assert!(
         error.contains("stage ") && error.contains("non-finite") && error.contains("epoch 1"),
         "{error}"
@@ -87,12 +93,7 @@ fn failing_rank_stops_every_rank_and_is_named() {
 fn exploding_loss_stops_every_rank_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let output = mpirun(3, &dir.path().join("run"), &["optim.lr=1e4"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    let error = stderr
-        .lines()
-        .find(|l| l.starts_with("error: rank "))
-        .unwrap_or_else(|| panic!("no rank error in: {stderr}"));
+    let error = rank_error(&output);
     assert!(
         error.contains("stage ") && error.contains("loss exploded") && error.contains("epoch 1"),
         "{error}"
