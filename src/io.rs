@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 /// of a run directory shows only complete files).
 pub const TEMP_PREFIX: &str = ".sll-tmp-";
 
+/// Whether a file named `name` is a temporary file of [`write_atomic`].
+pub fn is_temporary(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with(TEMP_PREFIX)
+}
+
 /// The temporary file beside `path`: `.sll-tmp-<pid>-<name>` in the same folder (the
 /// process id keeps two processes writing the same name apart).
 fn temporary(path: &Path) -> PathBuf {
@@ -113,7 +118,7 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
     let mut removed = 0;
     let entries = fs::read_dir(dir).map_err(|e| anyhow!("cannot list {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if is_temporary(&entry.file_name()) {
             fs::remove_file(entry.path())
                 .map_err(|e| anyhow!("cannot remove {}: {e}", entry.path().display()))?;
             removed += 1;

@@ -590,20 +590,9 @@ pub enum State {
     Blocked(String),
 }
 
-/// The run's `summary.json`, if readable.
-fn read_summary(dir: &Path) -> Option<Summary> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// Whether `summary` is of a run that trained all its epochs.
 fn complete(summary: &Summary) -> bool {
-    summary.status == RunStatus::Finished && summary.epochs_completed >= summary.epochs
-}
-
-/// Whether `name` is a temporary file of [`write_atomic`].
-fn temporary(name: &std::ffi::OsStr) -> bool {
-    name.to_string_lossy().starts_with(crate::io::TEMP_PREFIX)
+    summary.finished_all(summary.epochs)
 }
 
 /// What `dir` holds.
@@ -615,10 +604,10 @@ pub fn state(dir: &Path) -> State {
             State::New
         };
     };
-    if entries.flatten().all(|e| temporary(&e.file_name())) {
+    if entries.flatten().all(|e| crate::io::is_temporary(&e.file_name())) {
         return State::New;
     }
-    match read_summary(dir) {
+    match crate::report::read_summary(dir) {
         Some(s) if complete(&s) => State::Finished(Box::new(s)),
         Some(s) if s.status == RunStatus::Diverged => State::Diverged(Box::new(s)),
         Some(s) => State::Resume(format!(
@@ -838,7 +827,11 @@ fn summary_time(dir: &Path) -> Option<SystemTime> {
 /// written `before` it started is a previous attempt's).
 fn outcome(point: &Point, status: std::io::Result<ExitStatus>, before: Option<SystemTime>) -> Outcome {
     let fresh = summary_time(&point.dir).is_some_and(|t| Some(t) != before);
-    let summary = if fresh { read_summary(&point.dir) } else { None };
+    let summary = if fresh {
+        crate::report::read_summary(&point.dir)
+    } else {
+        None
+    };
     let status = match status {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("cannot wait for it: {e}")),
@@ -972,7 +965,7 @@ pub fn command(args: &SweepArgs) -> Result<()> {
         }
         let point = &plan[i].0;
         let result = outcome(point, status, started);
-        let summary = read_summary(&point.dir);
+        let summary = crate::report::read_summary(&point.dir);
         let line = match (&result, &summary) {
             (Outcome::Trained, Some(s)) => format!("finished: {}", accuracies(s)),
             (Outcome::Diverged, Some(s)) => format!(
@@ -1099,7 +1092,7 @@ pub fn row(point: &Point) -> Row {
         ensemble: None,
         minutes: None,
     };
-    if let Some(s) = read_summary(&point.dir) {
+    if let Some(s) = crate::report::read_summary(&point.dir) {
         row.status = if s.status == RunStatus::Finished && !complete(&s) {
             "incomplete".into()
         } else {

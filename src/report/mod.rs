@@ -114,12 +114,12 @@ impl RunDir {
             serde_json::to_string_pretty(summary)?.as_bytes(),
         )
     }
+}
 
-    /// The run's `summary.json`, if it has a readable one.
-    pub fn read_summary(&self) -> Option<Summary> {
-        let text = std::fs::read_to_string(self.path.join("summary.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    }
+/// The `summary.json` of the run in `dir`, if it has a readable one.
+pub fn read_summary(dir: &Path) -> Option<Summary> {
+    let text = crate::io::read_text(&dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Mean training loss terms of one block over an epoch.
@@ -291,6 +291,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Whether this is the summary of a run that finished `epochs` epochs or more.
+    pub fn finished_all(&self, epochs: usize) -> bool {
+        self.status == RunStatus::Finished && self.epochs_completed >= epochs
+    }
+
     /// Summary of a run after `epochs_completed` epochs (all of them: finished), the
     /// last with evaluation `eval`.
     pub fn new(

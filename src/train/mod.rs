@@ -275,8 +275,8 @@ pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Summary> {
             dir.display()
         );
     }
-    if let Some(summary) = run_dir.read_summary() {
-        if summary.status == RunStatus::Finished && summary.epochs_completed >= config.train.epochs {
+    if let Some(summary) = report::read_summary(run_dir.path()) {
+        if summary.finished_all(config.train.epochs) {
             eprintln!(
                 "{} finished all {} epochs already; nothing to do (give --epochs N to train it longer)",
                 dir.display(),
