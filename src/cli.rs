@@ -69,13 +69,18 @@ pub struct SweepArgs {
     /// Intra-op threads of each new run [default: the cores divided by --jobs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Train only the points with one of these values of a grid key, e.g.
+    /// `--only model.modules=16` (repeatable: every one must match); the others wait
+    /// for a later invocation and keep their place in the results.
+    #[arg(long = "only", value_name = "SECTION.KEY=V1,V2,...")]
+    pub only: Vec<String>,
     /// Print the planned runs (new, to resume, finished, diverged) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Train nothing: rebuild results.md, results.csv and results.png from the runs.
     #[arg(
         long,
-        conflicts_with_all = ["grid_file", "grid", "sets", "config", "data_dir", "jobs", "threads", "dry_run"]
+        conflicts_with_all = ["grid_file", "grid", "sets", "config", "data_dir", "jobs", "threads", "dry_run", "only"]
     )]
     pub report_only: bool,
     /// Grid key on the x axis of results.png [default: model.modules if varied, else the
@@ -222,8 +227,9 @@ pub struct StepArgs {
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
     /// Config file, or a preset name: mnist-mlp, fashion-mnist-mlp, mnist-vit, cifar10-vgg,
-    /// cifar10-resnet, cifar10-vit, imagefolder-resnet; the GPU-sized ones end in -full
-    /// (cifar10-vgg-full, cifar10-resnet-full, cifar10-vit-full, imagefolder-resnet-full).
+    /// cifar10-resnet, cifar10-resnet32, cifar10-vit, imagefolder-resnet; the GPU-sized
+    /// ones end in -full (cifar10-vgg-full, cifar10-resnet-full, cifar10-resnet32-full,
+    /// cifar10-vit-full, imagefolder-resnet-full).
     #[arg(long)]
     pub config: Option<String>,
     /// Training method.

@@ -58,6 +58,8 @@ pub struct Request {
     pub sets: Vec<(String, Value)>,
     /// The grid, first axis outermost.
     pub grid: Vec<Axis>,
+    /// Grid points left out: a point matching every pair of one entry is not run.
+    pub exclude: Vec<Vec<(String, Value)>>,
 }
 
 /// A resolved sweep: what `sweep.toml` holds.
@@ -71,6 +73,8 @@ pub struct Sweep {
     pub sets: Vec<(String, Value)>,
     /// The grid, first axis outermost.
     pub grid: Vec<Axis>,
+    /// Grid points left out (`exclude = [{ "train.method" = "bp", "model.modules" = 4 }]`).
+    pub exclude: Vec<Vec<(String, Value)>>,
 }
 
 /// `sweep.toml` and `--grid-file` as TOML.
@@ -85,6 +89,8 @@ struct SweepFile {
     set: toml::Table,
     #[serde(default)]
     grid: toml::Table,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    exclude: Vec<toml::Table>,
 }
 
 // ---------------------------------------------------------------------------------
@@ -162,9 +168,32 @@ fn check_key(key: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The grid key whose values are tables of config keys set together, so that one
+/// sweep can vary one setting at a time: `variant = [{}, { "objective.beta" = 0 }, ...]`
+/// (`{}`: the base config).
+pub const VARIANT: &str = "variant";
+
 /// An axis with `values`, refusing an empty list and a value given twice.
 fn axis(key: &str, values: Vec<Value>, what: &str) -> Result<Axis> {
     check_key(key, what)?;
+    if key == VARIANT {
+        for v in &values {
+            let Value::Table(t) = v else {
+                bail!(
+                    "{what}: every `{VARIANT}` value is a table of config keys, not {}",
+                    plain(v)
+                );
+            };
+            let mut pairs = vec![];
+            flatten("", t, &mut pairs);
+            for (k, _) in pairs {
+                check_key(&k, what)?;
+                if !k.contains('.') {
+                    bail!("{what}: `{VARIANT}` sets `{k}`, not a section.key");
+                }
+            }
+        }
+    }
     if values.is_empty() {
         bail!("{what}: `{key}` has no values");
     }
@@ -204,6 +233,21 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, Value)>) {
         };
         match v {
             Value::Table(t) => flatten(&key, t, out),
+            v => out.push((key, v.clone())),
+        }
+    }
+}
+
+/// [`flatten`], stopping at grid keys (whose values may be tables: `variant`).
+fn flatten_to_keys(prefix: &str, table: &toml::Table, grid: &[Axis], out: &mut Vec<(String, Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Table(t) if !grid.iter().any(|a| a.key == key) => flatten_to_keys(&key, t, grid, out),
             v => out.push((key, v.clone())),
         }
     }
@@ -261,12 +305,34 @@ pub fn parse_grid_file(text: &str, origin: &str) -> Result<Request> {
                 plain(&v)
             ),
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<Axis>>>()?;
+    let mut exclude = vec![];
+    for entry in &file.exclude {
+        let mut pairs = vec![];
+        flatten_to_keys("", entry, &grid, &mut pairs);
+        for (key, value) in &pairs {
+            let what = format!("{origin}: exclude");
+            let Some(axis) = grid.iter().find(|a| a.key == *key) else {
+                bail!("{what}: `{key}` is not a [grid] key");
+            };
+            if !axis.values.contains(value) {
+                bail!(
+                    "{what}: `{key}` = {} is not one of its [grid] values",
+                    plain(value)
+                );
+            }
+        }
+        if pairs.is_empty() {
+            bail!("{origin}: exclude: an empty entry would leave out every point");
+        }
+        exclude.push(pairs);
+    }
     Ok(Request {
         config: file.config,
         data_dir: file.data_dir,
         sets,
         grid,
+        exclude,
     })
 }
 
@@ -331,9 +397,10 @@ fn value_label(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(value_label).collect::<Vec<_>>().join("x"),
+        Value::Table(t) if t.is_empty() => "base".to_string(),
         Value::Table(t) => t
             .iter()
-            .map(|(k, v)| format!("{k}-{}", value_label(v)))
+            .map(|(k, v)| format!("{}-{}", k.rsplit('.').next().unwrap_or(k), value_label(v)))
             .collect::<Vec<_>>()
             .join("_"),
         v => v.to_string(),
@@ -445,6 +512,7 @@ impl Sweep {
             data_dir: r.data_dir,
             sets: r.sets,
             grid: r.grid,
+            exclude: r.exclude,
         }))
     }
 
@@ -458,11 +526,17 @@ impl Sweep {
         for a in &self.grid {
             grid.insert(a.key.clone(), Value::Array(a.values.clone()));
         }
+        let exclude = self
+            .exclude
+            .iter()
+            .map(|pairs| pairs.iter().cloned().collect::<toml::Table>())
+            .collect();
         let file = SweepFile {
             config: Some(self.config.clone()),
             data_dir: self.data_dir.clone(),
             set,
             grid,
+            exclude,
         };
         Ok(format!(
             "# Written by `sll sweep` when the sweep started: its base config, the keys set in\n\
@@ -499,6 +573,7 @@ impl Sweep {
                 data_dir,
                 sets: request.sets,
                 grid: request.grid,
+                exclude: request.exclude,
             };
             let runs = sweep
                 .grid
@@ -518,6 +593,13 @@ impl Sweep {
         };
         if !request.grid.is_empty() && request.grid != stored.grid {
             return refuse("grid", describe_grid(&stored.grid), describe_grid(&request.grid));
+        }
+        if !request.exclude.is_empty() && request.exclude != stored.exclude {
+            return refuse(
+                "exclude list",
+                format!("{:?}", stored.exclude),
+                format!("{:?}", request.exclude),
+            );
         }
         if !request.sets.is_empty() && request.sets != stored.sets {
             return refuse(
@@ -559,13 +641,24 @@ pub struct Point {
     pub log: PathBuf,
 }
 
-/// The grid points of `sweep` in `dir`, in grid order.
+/// Whether a point with `values` on `grid` has every pair of `pairs`.
+fn has_all(grid: &[Axis], values: &[Value], pairs: &[(String, Value)]) -> bool {
+    pairs.iter().all(|(key, value)| {
+        grid.iter()
+            .zip(values)
+            .any(|(axis, v)| axis.key == *key && v == value)
+    })
+}
+
+/// The grid points of `sweep` in `dir`, in grid order, without the excluded ones (run
+/// names are those of the whole grid, so an exclusion renames nothing).
 pub fn points(sweep: &Sweep, dir: &Path) -> Vec<Point> {
     let values = product(&sweep.grid);
     let names = run_names(&sweep.grid, &values);
     names
         .into_iter()
         .zip(values)
+        .filter(|(_, values)| !sweep.exclude.iter().any(|e| has_all(&sweep.grid, values, e)))
         .map(|(name, values)| Point {
             dir: dir.join("runs").join(&name),
             log: dir.join("logs").join(format!("{name}.log")),
@@ -588,6 +681,8 @@ pub enum State {
     Diverged(Box<Summary>),
     /// Something that is not a run is in the way.
     Blocked(String),
+    /// Still to train, but outside this invocation's `--only`.
+    Held,
 }
 
 /// Whether `summary` is of a run that trained all its epochs.
@@ -658,14 +753,17 @@ fn train_args(sweep: &Sweep, point: &Point, threads: usize, state: &State) -> Ve
 
 /// The `--set` pairs of a point: the sweep's, then its grid values.
 fn run_sets(sweep: &Sweep, point: &Point) -> Vec<String> {
-    let pairs = sweep.sets.iter().cloned().chain(
-        sweep
-            .grid
-            .iter()
-            .map(|a| a.key.clone())
-            .zip(point.values.iter().cloned()),
-    );
-    pairs.map(|(k, v)| format!("{k}={v}")).collect()
+    let mut pairs = sweep.sets.clone();
+    for (axis, value) in sweep.grid.iter().zip(&point.values) {
+        match value {
+            // A `variant` value is a table of keys set together.
+            Value::Table(t) if axis.key == VARIANT => {
+                flatten("", t, &mut pairs);
+            }
+            v => pairs.push((axis.key.clone(), v.clone())),
+        }
+    }
+    pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
 /// Checks that every new run's config loads (a bad key or value names the run before
@@ -756,6 +854,8 @@ enum Outcome {
     NotStarted,
     /// Failed, with why.
     Failed(String),
+    /// Outside this invocation's `--only`.
+    Held,
 }
 
 /// `accuracy` as `12.34%`.
@@ -864,11 +964,15 @@ pub fn command(args: &SweepArgs) -> Result<()> {
         x_axis(&sweep.grid, Some(x))?;
     }
     let threads = threads(args);
+    let only = only_filter(&sweep, &args.only)?;
     let points = points(&sweep, dir);
     let plan: Vec<(Point, State)> = points
         .into_iter()
         .map(|p| {
-            let s = state(&p.dir);
+            let s = match state(&p.dir) {
+                State::New | State::Resume(_) if !only(&p) => State::Held,
+                s => s,
+            };
             (p, s)
         })
         .collect();
@@ -913,6 +1017,7 @@ pub fn command(args: &SweepArgs) -> Result<()> {
                 println!("{}: failed: {why}", tag(i));
                 outcomes[i] = Some(Outcome::Failed(why.clone()));
             }
+            State::Held => outcomes[i] = Some(Outcome::Held),
             State::New | State::Resume(_) => queue.push_back(i),
         }
     }
@@ -991,11 +1096,13 @@ pub fn command(args: &SweepArgs) -> Result<()> {
     let failed = count(|o| matches!(o, Outcome::Failed(_)));
     let interrupted = count(|o| matches!(o, Outcome::Interrupted));
     let not_started = count(|o| matches!(o, Outcome::NotStarted));
+    let held = count(|o| matches!(o, Outcome::Held));
     if let Err(e) = write_results(&sweep, dir, args.x.as_deref()) {
         eprintln!("warning: cannot write the results: {}", crate::one_line_error(&e));
     }
     println!(
-        "sweep: {n} runs: {trained} trained, {skipped} skipped (finished already), {diverged} diverged (results, not failures), {failed} failed, {interrupted} interrupted, {not_started} not started"
+        "sweep: {n} runs: {trained} trained, {skipped} skipped (finished already), {diverged} diverged (results, not failures), {failed} failed, {interrupted} interrupted, {not_started} not started{}",
+        if held > 0 { format!(", {held} left for later (outside --only)") } else { String::new() }
     );
     let again = format!("sll sweep --out {}", dir.display());
     if interrupts() > 0 || interrupted + not_started > 0 {
@@ -1011,6 +1118,38 @@ pub fn command(args: &SweepArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--only key=v1,v2 ...`: which points this invocation trains (all without one).
+fn only_filter(sweep: &Sweep, only: &[String]) -> Result<impl Fn(&Point) -> bool> {
+    let mut axes: Vec<Axis> = vec![];
+    for arg in only {
+        let axis = parse_grid_arg(arg)
+            .map_err(|e| anyhow!("--only{}", format!("{e:#}").trim_start_matches("--grid")))?;
+        let Some(grid_axis) = sweep.grid.iter().find(|a| a.key == axis.key) else {
+            bail!(
+                "--only {arg}: `{}` is not a grid key of this sweep ({})",
+                axis.key,
+                describe_grid(&sweep.grid)
+            );
+        };
+        if let Some(v) = axis.values.iter().find(|v| !grid_axis.values.contains(v)) {
+            bail!(
+                "--only {arg}: {} is not one of the grid's values of `{}`",
+                plain(v),
+                axis.key
+            );
+        }
+        axes.push(axis);
+    }
+    let grid = sweep.grid.clone();
+    Ok(move |p: &Point| {
+        axes.iter().all(|a| {
+            grid.iter()
+                .zip(&p.values)
+                .any(|(g, v)| g.key == a.key && a.values.contains(v))
+        })
+    })
 }
 
 /// `--dry-run`: the plan, nothing written.
@@ -1047,6 +1186,7 @@ fn dry_run(sweep: &Sweep, dir: &Path, plan: &[(Point, State)], threads: usize) -
                 format!("skip, diverged after {} epochs (not retried)", s.epochs_completed),
             ),
             State::Blocked(why) => ("blocked", format!("blocked: {why}")),
+            State::Held => ("later", "left for later (outside --only)".to_string()),
         };
         *counts.entry(kind).or_default() += 1;
         println!("[{}/{}] {}: {what}", i + 1, plan.len(), point.name);

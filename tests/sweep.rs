@@ -241,3 +241,72 @@ fn an_interrupted_sweep_stops_its_runs_with_checkpoints_and_continues() {
         "{log}"
     );
 }
+
+/// A grid file with `exclude` and a `variant` axis, trained in two invocations with
+/// `--only`: the excluded point never exists, the variants set their keys together, the
+/// first invocation trains only what `--only` selects and leaves the rest for later,
+/// the second trains the rest and skips what is finished.
+#[test]
+fn exclude_variants_and_only_select_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let grid = dir.path().join("grid.toml");
+    std::fs::write(
+        &grid,
+        r#"
+config = "mnist-mlp"
+exclude = [{ "train.method" = "local", variant = { "objective.beta" = 0.5, "objective.d0" = 64 } }]
+
+[grid]
+"train.method" = ["sll", "local"]
+variant = [{}, { "objective.beta" = 0.5, "objective.d0" = 64 }]
+"#,
+    )
+    .unwrap();
+    let grid_arg = ["--grid-file", grid.to_str().unwrap()];
+    let first = run(sweep_command(
+        &out,
+        1,
+        &[&grid_arg[..], &["--only", "train.method=local"]].concat(),
+    ));
+    let log = text(&first);
+    assert!(first.status.success(), "{log}");
+    assert!(log.contains("3 runs"), "{log}");
+    assert!(
+        log.contains("1 trained") && log.contains("2 left for later"),
+        "{log}"
+    );
+    let runs = |names: &[&str]| {
+        names
+            .iter()
+            .all(|n| out.join("runs").join(n).join("summary.json").is_file())
+    };
+    assert!(runs(&["method-local_variant-base"]), "{log}");
+    assert!(
+        !out.join("runs/method-local_variant-beta-0.5_d0-64").exists(),
+        "excluded point ran"
+    );
+    // The variant's keys reach the run's config together.
+    let second = run(sweep_command(&out, 1, &[]));
+    let log = text(&second);
+    assert!(second.status.success(), "{log}");
+    assert!(log.contains("2 trained") && log.contains("1 skipped"), "{log}");
+    let config =
+        std::fs::read_to_string(out.join("runs/method-sll_variant-beta-0.5_d0-64/config.toml")).unwrap();
+    assert!(
+        config.contains("beta = 0.5") && config.contains("d0 = 64"),
+        "{config}"
+    );
+    // --only must name a grid key and one of its values.
+    for (only, expected) in [
+        ("train.seed=0", "not a grid key"),
+        ("train.method=bp", "not one of"),
+    ] {
+        let bad = run(sweep_command(&out, 1, &["--only", only]));
+        assert!(
+            !bad.status.success() && text(&bad).contains(expected),
+            "{}",
+            text(&bad)
+        );
+    }
+}
