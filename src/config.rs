@@ -21,6 +21,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("cifar10-vgg", include_str!("../configs/cifar10-vgg.toml")),
     ("cifar10-resnet", include_str!("../configs/cifar10-resnet.toml")),
     (
+        "cifar10-resnet32",
+        include_str!("../configs/cifar10-resnet32.toml"),
+    ),
+    (
         "imagefolder-resnet",
         include_str!("../configs/imagefolder-resnet.toml"),
     ),
@@ -31,6 +35,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "cifar10-resnet-full",
         include_str!("../configs/cifar10-resnet-full.toml"),
+    ),
+    (
+        "cifar10-resnet32-full",
+        include_str!("../configs/cifar10-resnet32-full.toml"),
     ),
     ("mnist-vit", include_str!("../configs/mnist-vit.toml")),
     ("cifar10-vit", include_str!("../configs/cifar10-vit.toml")),
@@ -225,6 +233,10 @@ pub struct ModelConfig {
     /// Layers (MLP), conv stages (CNN) or residual blocks (ResNet) grouped into one
     /// block (one local objective per block).
     pub block_size: usize,
+    /// ResNet: split the network's units (the stem and every residual block) into this
+    /// many contiguous modules of near-equal unit counts, as InfoPro does (ResNet-32:
+    /// 16 units; K = 16 gives the stem a module of its own); 0 = group by `block_size`.
+    pub modules: usize,
 }
 
 impl ModelConfig {
@@ -264,6 +276,9 @@ impl ModelConfig {
                 join(self.hidden.iter().map(|c| c.to_string()).collect(), "-")
             ),
         };
+        if self.kind == "resnet" && self.modules > 0 {
+            return format!("{layers}, {} modules", self.modules);
+        }
         format!("{layers}, {} per block", self.block_size)
     }
 }
@@ -291,6 +306,7 @@ impl Default for ModelConfig {
             activation: Activation::Relu,
             norm: Norm::None,
             block_size: 1,
+            modules: 0,
         }
     }
 }
@@ -307,14 +323,35 @@ pub enum Prior {
     None,
 }
 
-/// Which local classifier produces the prediction term.
+/// Which local classifier produces the prediction term (see `rules::head`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
-    /// A trainable linear map dim(u) → classes.
+    /// The method's own head (resolved when the config is loaded): `linear` for sll,
+    /// local and bp, `conv` for dgl, `infopro` for infopro, `pooled` for predsim.
+    Auto,
+    /// A trainable linear map on the pooled output u = pool(h), dim(u) → classes.
     Linear,
+    /// PredSim's: feature maps average-pooled until C·h·w ≤ 2048, then linear.
+    Pooled,
+    /// DGL's: two 3×3 conv–BN–ReLU at the block's width, 2×2 average pool, linear.
+    Conv,
+    /// pool(h) → linear to `objective.head_hidden` → ReLU → linear.
+    Mlp,
+    /// InfoPro's `1c2f` net: 3×3 stride-2 conv–BN–ReLU, global pool, linear 128, ReLU, linear.
+    Infopro,
     /// The fixed projection itself as a frozen random classifier (needs d0 = classes).
     Projection,
+}
+
+/// What SLL's projection reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionInput {
+    /// The block's pooled output u = pool(h).
+    Pooled,
+    /// The head's features (its hidden layer, or its pooled conv output).
+    Head,
 }
 
 /// Construction of the fixed random projection.
@@ -351,8 +388,21 @@ pub struct ObjectiveConfig {
     pub prior: Prior,
     /// Local prediction head.
     pub head: HeadKind,
+    /// Hidden width of the `mlp` head.
+    pub head_hidden: i64,
+    /// What the SLL projection reads: the pooled block output or the head's features.
+    pub projection_input: ProjectionInput,
+    /// One projection R for each run of consecutive blocks of equal dim(u) (seeded by
+    /// the run's first block), instead of one per block.
+    pub shared_projection: bool,
     /// Label smoothing ε of the label target when `prior = label` and d0 = classes.
     pub label_smoothing: f64,
+    /// InfoPro: weight of the cross-entropy at the first module and at module K−1.
+    pub infopro_prediction: [f64; 2],
+    /// InfoPro: weight of the reconstruction at the first module and at module K−1.
+    pub infopro_reconstruction: [f64; 2],
+    /// PredSim: weight β of the similarity term ((1 − β) for the prediction term).
+    pub predsim_beta: f64,
 }
 
 impl Default for ObjectiveConfig {
@@ -365,8 +415,14 @@ impl Default for ObjectiveConfig {
             beta: 1.0,
             dropout: 0.1,
             prior: Prior::Previous,
-            head: HeadKind::Linear,
+            head: HeadKind::Auto,
+            head_hidden: 256,
+            projection_input: ProjectionInput::Pooled,
+            shared_projection: false,
             label_smoothing: 0.1,
+            infopro_prediction: [0.5, 1.0],
+            infopro_reconstruction: [5.0, 0.0],
+            predsim_beta: 0.99,
         }
     }
 }
@@ -448,6 +504,24 @@ pub enum Method {
     Local,
     /// End-to-end backpropagation through the same blocks, one head on the last.
     Bp,
+    /// DGL (Belilovsky et al. 2020): local CE through a conv auxiliary net per block.
+    Dgl,
+    /// InfoPro (Wang et al. 2021): local CE and reconstruction of the input per block.
+    Infopro,
+    /// PredSim (Nøkland & Eidnes 2019): (1−β)·local CE + β·similarity matching.
+    Predsim,
+}
+
+impl Method {
+    /// The head `objective.head = "auto"` resolves to.
+    pub fn default_head(self) -> HeadKind {
+        match self {
+            Method::Sll | Method::Local | Method::Bp => HeadKind::Linear,
+            Method::Dgl => HeadKind::Conv,
+            Method::Infopro => HeadKind::Infopro,
+            Method::Predsim => HeadKind::Pooled,
+        }
+    }
 }
 
 impl std::fmt::Display for Method {
@@ -456,6 +530,9 @@ impl std::fmt::Display for Method {
             Method::Sll => "sll",
             Method::Local => "local",
             Method::Bp => "bp",
+            Method::Dgl => "dgl",
+            Method::Infopro => "infopro",
+            Method::Predsim => "predsim",
         })
     }
 }
@@ -553,6 +630,10 @@ impl Config {
                 one_line(&e.into_inner().to_string())
             )
         })?;
+        let mut config: Config = config;
+        if config.objective.head == HeadKind::Auto {
+            config.objective.head = config.train.method.default_head();
+        }
         Ok(config)
     }
 
@@ -988,6 +1069,19 @@ impl Config {
         ensure(m.block_size <= layers, "model.block_size", || {
             format!("= {} exceeds the model's {layers} {unit}", m.block_size)
         })?;
+        ensure(m.modules == 0 || m.kind == "resnet", "model.modules", || {
+            format!(
+                "= {} applies to ResNets only (use model.block_size for a {})",
+                m.modules, m.kind
+            )
+        })?;
+        ensure(m.modules <= layers + 1, "model.modules", || {
+            format!(
+                "= {} exceeds the model's {} units (the stem and {layers} {unit})",
+                m.modules,
+                layers + 1
+            )
+        })?;
 
         // Objective.
         ensure(o.d0 <= MAX_WIDTH, "objective.d0", || {
@@ -999,6 +1093,24 @@ impl Config {
         ensure(o.beta.is_finite(), "objective.beta", || {
             "must be a finite number >= 0".into()
         })?;
+        ensure(
+            o.head_hidden >= 1 && o.head_hidden <= MAX_WIDTH,
+            "objective.head_hidden",
+            || format!("= {} must be in [1, {MAX_WIDTH}]", o.head_hidden),
+        )?;
+        ensure(
+            o.predsim_beta.is_finite() && (0.0..=1.0).contains(&o.predsim_beta),
+            "objective.predsim_beta",
+            || format!("= {} must be in [0, 1]", o.predsim_beta),
+        )?;
+        for (key, weights) in [
+            ("objective.infopro_prediction", o.infopro_prediction),
+            ("objective.infopro_reconstruction", o.infopro_reconstruction),
+        ] {
+            ensure(weights.iter().all(|w| w.is_finite() && *w >= 0.0), key, || {
+                format!("= {weights:?} must be two finite weights >= 0 (first module, module K-1)")
+            })?;
+        }
 
         // Optimizer.
         ensure(

@@ -2,7 +2,7 @@
 //! block by block, each block with its own local loss, no gradient crossing a block.
 //!
 //! The pipeline is the module tree: [`data`] → [`model`] (blocks) → [`objective`]
-//! (the local loss) → [`train`] (trainers) → [`report`] (run directory) and
+//! (projections, D_B) → [`rules`] (the local losses) → [`train`] (trainers) → [`report`] (run directory) and
 //! [`checkpoint`]; [`cli`] ties them into the `sll` command. `docs/method.md` is the
 //! method this code implements.
 
@@ -19,6 +19,7 @@ pub mod model;
 pub mod objective;
 pub mod parallel;
 pub mod report;
+pub mod rules;
 pub mod sweep;
 pub mod train;
 

@@ -1,21 +1,15 @@
-//! The SLL local objective of one block (docs/method.md, "The local objective of block i"):
-//!
-//! ```text
-//! L_i = CE(head_i(u_i), y) + β · D_B(q_i, sg(q_{i-1})),   q_i = softmax(R_i (m_i ⊙ u_i) / τ)
-//! ```
-//!
-//! Each piece is a short function below: the fixed projection R_i, the multiplicative
-//! dropout m_i, the categorical posterior q_i, the Bhattacharyya distance D_B, the
-//! label prior t_y, and [`BlockObjective::loss`] that puts them together. Nothing
-//! here knows what a block contains: it sees only the pooled output u_i.
+//! The pieces of SLL's divergence term (docs/method.md, "Definitions"): the fixed
+//! projection R_i, the multiplicative dropout m_i, the categorical posterior
+//! q_i = softmax(R_i (m_i ⊙ u_i) / τ), the Bhattacharyya distance D_B and the label
+//! prior t_y. `rules::sll` puts them together into the local loss.
 
-use crate::config::{HeadKind, ObjectiveConfig, ProjectionKind};
+use crate::config::{ObjectiveConfig, ProjectionKind};
 use crate::kernels::{self, RowProjection};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tch::{nn, nn::Module, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Seed of block `index`'s projection (index 0 is the input's), from the run seed.
 ///
@@ -212,7 +206,7 @@ impl Projection {
     }
 
     /// Whether [`Projection::fused`] can run: R lives on the CPU.
-    fn on_cpu(&self) -> bool {
+    pub fn on_cpu(&self) -> bool {
         match &self.kind {
             ProjectionMatrix::Dense(m) | ProjectionMatrix::Srht { matrix_t: m, .. } => {
                 m.device() == Device::Cpu
@@ -232,6 +226,15 @@ impl Projection {
                 let n = kernels::SrhtTable::padded_len(dim, d0) as f64;
                 n * n.log2() + dim as f64
             }
+        }
+    }
+
+    /// dim(u), the length of the vectors R projects.
+    pub fn in_dim(&self) -> i64 {
+        match &self.kind {
+            ProjectionMatrix::Dense(m) => m.size()[0],
+            ProjectionMatrix::Sparse { k, buckets, .. } => buckets.numel() as i64 / k,
+            ProjectionMatrix::Srht { table, .. } => table.dims().0 as i64,
         }
     }
 
@@ -287,6 +290,11 @@ impl Dropout {
             Some(spec) => u * spec.mask(&u.size()).to_kind(u.kind()),
             None => u.shallow_clone(),
         }
+    }
+
+    /// The stream's seed (salted: what identifies the stream).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// Masks drawn so far (where the stream continues: saved by a resumable checkpoint).
@@ -359,170 +367,6 @@ pub fn label_targets(classes: i64, d0: i64, tau: f64, smoothing: f64, seed: u64,
     }
 }
 
-/// The terms of one block's local loss, each a scalar tensor.
-pub struct LocalLoss {
-    /// The tensor whose gradient is ∇(CE + β · D_B): what the block's optimizer
-    /// minimises (its value may differ from L_i when D_B's gradient is fused).
-    pub total: Tensor,
-    /// CE(head(u), y).
-    pub prediction: Tensor,
-    /// D_B(q_i, sg(prior)); zero when the divergence is off.
-    pub divergence: Tensor,
-}
-
-/// Everything block i needs to turn its pooled output into its local loss: its head and
-/// its fixed projection. Its trainable parameters live in the block's own var store.
-#[derive(Debug)]
-pub struct BlockObjective {
-    config: ObjectiveConfig,
-    dropout: Dropout,
-    head: Option<nn::Linear>,
-    /// R_i (absent when neither the divergence nor a projection head needs it).
-    pub projection: Option<Projection>,
-}
-
-impl BlockObjective {
-    /// Builds the head under `path / "head"` and draws R_i from `projection_seed`.
-    ///
-    /// `with_head = false` gives a block with no local head (the inner blocks of `bp`).
-    pub fn new(
-        path: &nn::Path,
-        config: &ObjectiveConfig,
-        in_dim: i64,
-        classes: i64,
-        projection_seed: u64,
-        with_head: bool,
-    ) -> Self {
-        let needs_projection = config.has_divergence() || config.head == HeadKind::Projection;
-        let projection =
-            needs_projection.then(|| Projection::new(config, in_dim, projection_seed, path.device()));
-        let head = (with_head && config.head == HeadKind::Linear)
-            .then(|| crate::model::linear(path / "head", in_dim, classes));
-        Self {
-            config: config.clone(),
-            dropout: Dropout::new(config.dropout, projection_seed),
-            head,
-            projection,
-        }
-    }
-
-    /// The block's dropout stream (before its projection).
-    pub fn dropout(&self) -> &Dropout {
-        &self.dropout
-    }
-
-    /// Moves the projection to `device` (the head lives in the block's var store,
-    /// which moves with it).
-    pub fn set_device(&mut self, device: Device) {
-        self.projection = self.projection.as_ref().map(|r| r.to_device(device));
-    }
-
-    /// Whether this block has a local classifier.
-    pub fn has_head(&self) -> bool {
-        self.head.is_some() || self.config.head == HeadKind::Projection
-    }
-
-    /// Forward FLOPs per example of the linear head (2·dim(u)·classes; 0 without one:
-    /// a projection head is the projection, counted as such).
-    pub fn head_flops_per_example(&self) -> f64 {
-        self.head.as_ref().map_or(0.0, |h| 2.0 * h.ws.numel() as f64)
-    }
-
-    /// Whether the block's loss has the divergence term.
-    pub fn has_divergence(&self) -> bool {
-        self.config.has_divergence()
-    }
-
-    /// Logits of the local head on pooled features u (no dropout: inference).
-    pub fn logits(&self, u: &Tensor) -> Tensor {
-        match &self.head {
-            Some(head) => head.forward(u),
-            None => self.projected(u, false) / self.config.tau,
-        }
-    }
-
-    fn projected(&self, u: &Tensor, train: bool) -> Tensor {
-        let projection = self.projection.as_ref().expect("projection present");
-        project(projection, u, &self.dropout, train)
-    }
-
-    /// The divergence term without autograd (CPU, f32): D_B, ∂D_B/∂u and log q from
-    /// one fused pass (`kernels::fused_divergence`), the gradient attached to the graph
-    /// as the dot product ⟨u, sg(∂D_B/∂u)⟩, whose gradient with respect to u is
-    /// ∂D_B/∂u. Returns (D_B, that gradient term, log q).
-    fn fused_divergence(
-        &self,
-        projection: &Projection,
-        u: &Tensor,
-        log_prior: &Tensor,
-        train: bool,
-    ) -> Option<(Tensor, Tensor, Tensor)> {
-        if u.device() != Device::Cpu || u.kind() != Kind::Float || !projection.on_cpu() {
-            return None;
-        }
-        let mask = self.dropout.next_mask(train);
-        let f = kernels::fused_divergence(u, log_prior, projection.fused(), mask, self.config.tau);
-        let gradient_term = u.flatten(0, -1).dot(&f.grad_u.flatten(0, -1));
-        Some((f.distance, gradient_term, f.log_q))
-    }
-
-    /// L_i for pooled features u, labels y and the (detached) prior: log q_{i-1} for
-    /// `prior = previous`, log t_y for `prior = label`, ignored for `prior = none`.
-    ///
-    /// Returns the loss terms and log q_i (for the next block), if computed.
-    pub fn loss(
-        &self,
-        u: &Tensor,
-        y: &Tensor,
-        log_prior: Option<&Tensor>,
-        train: bool,
-    ) -> (LocalLoss, Option<Tensor>) {
-        let c = &self.config;
-        let zero = || Tensor::zeros([], (Kind::Float, u.device()));
-        if let (Some(head), Some(projection), Some(log_prior), true) =
-            (&self.head, &self.projection, log_prior, c.has_divergence())
-        {
-            if let Some((divergence, gradient_term, log_q)) =
-                self.fused_divergence(projection, u, log_prior, train)
-            {
-                let prediction = head.forward(u).cross_entropy_for_logits(y);
-                let total = &prediction + gradient_term * c.beta;
-                return (
-                    LocalLoss {
-                        total,
-                        prediction,
-                        divergence,
-                    },
-                    Some(log_q),
-                );
-            }
-        }
-        let z = self.projection.as_ref().map(|_| self.projected(u, train));
-        let logits = match (&self.head, &z) {
-            (Some(head), _) => head.forward(u),
-            (None, Some(z)) => z / c.tau,
-            (None, None) => unreachable!("a projection head always has a projection"),
-        };
-        let prediction = logits.cross_entropy_for_logits(y);
-        let log_q = z.as_ref().map(|z| log_posterior(z, c.tau));
-        let divergence = match (&log_q, log_prior) {
-            (Some(log_q), Some(log_prior)) if c.has_divergence() => {
-                bhattacharyya_distance(log_q, &log_prior.detach())
-            }
-            _ => zero(),
-        };
-        let total = &prediction + &divergence * c.beta;
-        (
-            LocalLoss {
-                total,
-                prediction,
-                divergence,
-            },
-            log_q,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,53 +435,6 @@ mod tests {
                     "({i},{j}): {numeric} vs {analytic}"
                 );
             }
-        }
-    }
-
-    /// The fused divergence path (one CPU pass, gradient attached as ⟨u, g⟩) gives the
-    /// gradient of the method's formula, computed by autograd with the same dropout
-    /// mask, for every projection.
-    #[test]
-    fn fused_loss_has_the_gradient_of_the_reference_loss() {
-        let _turn = crate::libtorch_turn();
-        let kinds = [
-            ProjectionKind::Gaussian,
-            ProjectionKind::Sparse,
-            ProjectionKind::Srht,
-        ];
-        for (projection, dropout) in kinds.into_iter().flat_map(|k| [(k, 0.0), (k, 0.2)]) {
-            let config = ObjectiveConfig {
-                d0: 32,
-                dropout,
-                tau: 0.7,
-                beta: 0.8,
-                projection,
-                ..Default::default()
-            };
-            let vs = nn::VarStore::new(Device::Cpu);
-            let objective = BlockObjective::new(&vs.root(), &config, 48, 10, 5, true);
-            tch::manual_seed(1);
-            let u = Tensor::randn([16, 48], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-            let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
-            let prior = Tensor::randn([16, 32], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
-            let (loss, log_q) = objective.loss(&u, &y, Some(&prior), true);
-            loss.total.backward();
-            let fused_grad = u.grad().copy();
-            let _ = u.grad().zero_();
-            let projection = objective.projection.as_ref().unwrap();
-            // The same seed as the block's dropout: the same first mask.
-            let u_bar = Dropout::new(dropout, 5).apply(&u, true);
-            let log_q_ref = log_posterior(&projection.apply(&u_bar), config.tau);
-            let reference = objective.logits(&u).cross_entropy_for_logits(&y)
-                + bhattacharyya_distance(&log_q_ref, &prior) * config.beta;
-            reference.backward();
-            assert!(
-                fused_grad.allclose(&u.grad(), 1e-5, 1e-6, false),
-                "{projection:?}, p = {dropout}: gradients differ"
-            );
-            let expected = bhattacharyya_distance(&log_q_ref, &prior).double_value(&[]);
-            assert!((loss.divergence.double_value(&[]) - expected).abs() < 1e-5);
-            assert!(log_q.unwrap().allclose(&log_q_ref.detach(), 1e-5, 1e-6, false));
         }
     }
 

@@ -111,15 +111,13 @@ fn block_step_changes_only_its_block_and_no_gradient_crosses() {
     let mut optimizer = Optimizer::new(&config.optim, &model.network.trainable(j), schedule).unwrap();
     // Block 1's output *with* its graph: block_step must cut it.
     let h1 = model.network.blocks[0].forward_t(&x, true);
-    let log_q0 = model.input_log_posterior(&x, true);
-    let u1 = model.network.blocks[0].pooling().apply(&h1);
-    let (_, log_q1) = model.objectives[0].loss(&u1, &y, log_q0.as_ref(), true);
+    let log_q0 = model.input_message(&x, true);
+    let log_q1 = model.rules[0].loss(&h1, &y, log_q0.as_ref(), true).passes_on;
     sequential::block_step(
         model.local_block(j),
         &mut optimizer,
         &h1,
         log_q1.as_ref(),
-        None,
         &y,
         &|_| Ok(()),
     )

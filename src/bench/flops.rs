@@ -75,34 +75,31 @@ pub fn count(model: &Model) -> StepFlops {
     let blocks = network
         .blocks
         .iter()
-        .zip(&model.objectives)
+        .zip(&model.rules)
         .enumerate()
-        .map(|(i, (block, objective))| {
+        .map(|(i, (block, rule))| {
             let (forward, first) = block.forward_flops();
             let input_needs_grad = model.method == Method::Bp && i > 0;
-            let dim = block.pooled_dim() as f64;
-            let projection = objective
-                .projection
-                .as_ref()
-                .map_or(0.0, |p| 2.0 * p.flops_per_example());
-            let divergence = if objective.has_divergence() {
+            let flops = rule.flops();
+            let divergence = flops.divergence_dim.map_or(0.0, |dim| {
                 2.0 * dim + (LOG_SOFTMAX_OPS + BHATTACHARYYA_OPS + BHATTACHARYYA_BACKWARD_OPS) * d0
-            } else {
-                0.0
-            };
+            });
             BlockFlops {
                 block: i + 1,
                 forward,
                 backward: 2.0 * forward - if input_needs_grad { 0.0 } else { first },
-                head: 3.0 * objective.head_flops_per_example(),
-                projection,
+                head: 3.0 * flops.trainable,
+                projection: 2.0 * flops.projection,
                 divergence,
             }
         })
         .collect();
-    let input_projection = model.input_projection.as_ref().map_or(0.0, |p| {
-        p.flops_per_example() + network.input_dim as f64 + LOG_SOFTMAX_OPS * d0
-    });
+    let input_flops = model.input.projection_flops();
+    let input_projection = if input_flops > 0.0 {
+        input_flops + network.input_dim as f64 + LOG_SOFTMAX_OPS * d0
+    } else {
+        0.0
+    };
     StepFlops {
         blocks,
         input_projection,

@@ -28,14 +28,20 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
-/// Training methods whose memory is measured: the three of `sll train` and backprop
-/// with activation checkpointing per block.
+/// Training methods whose memory is measured: those of `sll train` and backprop with
+/// activation checkpointing per block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MemoryMethod {
     /// SLL (block-local steps with the divergence term).
     Sll,
     /// Local cross-entropy (block-local steps, β = 0).
     Local,
+    /// DGL: local cross-entropy through conv auxiliary nets.
+    Dgl,
+    /// InfoPro: local cross-entropy and reconstruction of the input.
+    Infopro,
+    /// PredSim: local prediction and similarity matching.
+    Predsim,
     /// End-to-end backpropagation.
     Bp,
     /// Backpropagation keeping only block inputs, recomputing each block in backward.
@@ -48,6 +54,9 @@ impl MemoryMethod {
         match self {
             MemoryMethod::Sll => Method::Sll,
             MemoryMethod::Local => Method::Local,
+            MemoryMethod::Dgl => Method::Dgl,
+            MemoryMethod::Infopro => Method::Infopro,
+            MemoryMethod::Predsim => Method::Predsim,
             MemoryMethod::Bp | MemoryMethod::BpCheckpoint => Method::Bp,
         }
     }
@@ -57,6 +66,9 @@ impl MemoryMethod {
         match self {
             MemoryMethod::Sll => "sll",
             MemoryMethod::Local => "local",
+            MemoryMethod::Dgl => "dgl",
+            MemoryMethod::Infopro => "infopro",
+            MemoryMethod::Predsim => "predsim",
             MemoryMethod::Bp => "bp",
             MemoryMethod::BpCheckpoint => "bp-checkpoint",
         }

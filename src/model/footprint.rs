@@ -164,13 +164,14 @@ pub fn resnet(config: &ModelConfig, input: InputShape) -> NetworkShape {
         .collect();
     let mut channels = n(c);
     let mut blocks = vec![];
-    for (b, chunk) in plan.chunks(config.block_size.max(1)).enumerate() {
+    for (with_stem, range) in super::resnet::unit_groups(config, plan.len()) {
+        let chunk = &plan[range];
         let mut block = BlockShape::default();
         let area = |h: i64, w: i64| (n(h) * n(w)) as f64;
         if config.channels_last {
             block.activations += channels as f64 * area(height, width);
         }
-        if b == 0 {
+        if with_stem {
             let (kernel, stride, max_pool) = match config.stem {
                 Stem::Cifar => (3, 1, false),
                 Stem::Imagenet => (7, 2, true),

@@ -121,6 +121,32 @@ impl Block for ResidualBlock {
     }
 }
 
+/// One module of the network: whether it holds the stem, and the range of residual
+/// blocks (0-based, input to output) it holds.
+pub type UnitGroup = (bool, std::ops::Range<usize>);
+
+/// How the stem and the `residual` blocks are grouped into modules: with
+/// `model.modules = K > 0`, the 1 + `residual` units split into K contiguous groups of
+/// near-equal size (module g holds units ⌊g·U/K⌋ … ⌊(g+1)·U/K⌋ − 1, unit 0 the stem);
+/// otherwise `block_size` residual blocks per module, the stem with the first.
+pub fn unit_groups(config: &ModelConfig, residual: usize) -> Vec<UnitGroup> {
+    if config.modules > 0 {
+        let units = residual + 1;
+        let k = config.modules.min(units);
+        (0..k)
+            .map(|g| {
+                let (start, end) = (g * units / k, (g + 1) * units / k);
+                (start == 0, start.saturating_sub(1)..end - 1)
+            })
+            .collect()
+    } else {
+        let size = config.block_size.max(1);
+        (0..residual.div_ceil(size))
+            .map(|b| (b == 0, b * size..((b + 1) * size).min(residual)))
+            .collect()
+    }
+}
+
 /// Spatial size after a conv of `kernel` (padding kernel/2) with `stride`.
 fn conv_out(size: i64, kernel: i64, stride: i64) -> i64 {
     (size + 2 * (kernel / 2) - kernel) / stride + 1
@@ -140,7 +166,8 @@ pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network
     let mut blocks: Vec<Box<dyn Block>> = vec![];
     let mut stores = vec![];
     let mut channels = c_in;
-    for (b, chunk) in plan.chunks(config.block_size).enumerate() {
+    for (b, (with_stem, range)) in unit_groups(config, plan.len()).into_iter().enumerate() {
+        let chunk = &plan[range];
         let store = nn::VarStore::new(device);
         let path = Network::block_path(&store, b);
         let mut flops = 0.0;
@@ -151,7 +178,7 @@ pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network
                 first_flops = Some(f);
             }
         };
-        let stem = (b == 0).then(|| {
+        let stem = with_stem.then(|| {
             let (kernel, stride, max_pool) = match config.stem {
                 Stem::Cifar => (3, 1, false),
                 Stem::Imagenet => (7, 2, true),
@@ -287,6 +314,58 @@ mod tests {
         // The 7×7 stem on a 32×32 output map is the first layer.
         assert_eq!(first, 2.0 * (3 * 49 * 64 * 32 * 32) as f64);
         assert!(total > first);
+    }
+
+    /// ResNet-32's 16 units (stem + 15 residual blocks) in K contiguous modules, as
+    /// InfoPro splits them: K = 16 gives the stem a module of its own.
+    #[test]
+    fn modules_split_the_units_into_contiguous_groups() {
+        let _turn = crate::libtorch_turn();
+        let mut config = ModelConfig {
+            kind: "resnet".into(),
+            stages: vec![5, 5, 5],
+            channels: vec![16, 32, 64],
+            ..Default::default()
+        };
+        config.modules = 16;
+        let groups = unit_groups(&config, 15);
+        assert_eq!(groups.len(), 16);
+        assert_eq!(groups[0], (true, 0..0));
+        assert_eq!(groups[1], (false, 0..1));
+        assert_eq!(groups[15], (false, 14..15));
+        config.modules = 4;
+        assert_eq!(
+            unit_groups(&config, 15),
+            [(true, 0..3), (false, 3..7), (false, 7..11), (false, 11..15)]
+        );
+        config.modules = 2;
+        assert_eq!(unit_groups(&config, 15), [(true, 0..7), (false, 7..15)]);
+        // Not a divisor: near-equal contiguous groups (5 units in 3: 1, 2, 2).
+        config.modules = 3;
+        assert_eq!(
+            unit_groups(&config, 4),
+            [(true, 0..0), (false, 0..2), (false, 2..4)]
+        );
+        // 0: block_size residual blocks per module, the stem with the first.
+        config.modules = 0;
+        config.block_size = 5;
+        assert_eq!(
+            unit_groups(&config, 15),
+            [(true, 0..5), (false, 5..10), (false, 10..15)]
+        );
+        // The network follows the groups: a stem-only first module, 16 in all.
+        config.modules = 16;
+        config.norm = Norm::Batch;
+        let net = build(&config, [3, 32, 32], Device::Cpu);
+        assert_eq!(net.len(), 16);
+        let x = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+        let sizes = output(&net, &x);
+        assert_eq!(sizes[0], [2, 16, 32, 32]);
+        assert_eq!(sizes[15], [2, 64, 8, 8]);
+        assert_eq!(
+            net.blocks[0].forward_flops().0,
+            2.0 * (3 * 9 * 16 * 32 * 32) as f64
+        );
     }
 
     #[test]

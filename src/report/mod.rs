@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::io::write_atomic;
 use crate::train::model::{Evaluation, Model};
-use crate::train::BlockLoss;
+use crate::train::{BlockLoss, Terms};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -127,10 +127,10 @@ pub fn read_summary(dir: &Path) -> Option<Summary> {
 pub struct BlockTrainLoss {
     /// 1-based block number.
     pub block: usize,
-    /// Mean cross-entropy of the block's head.
-    pub prediction: f64,
-    /// Mean Bhattacharyya distance (0 when off).
-    pub divergence: f64,
+    /// The rule's mean terms (`prediction`: the head's cross-entropy; SLL's
+    /// `divergence`, InfoPro's `reconstruction`, PredSim's `similarity`).
+    #[serde(flatten)]
+    pub terms: Terms,
 }
 
 /// One line of `metrics.jsonl`.
@@ -173,8 +173,7 @@ impl EpochMetrics {
             .iter()
             .map(|s| BlockTrainLoss {
                 block: s.block + 1,
-                prediction: s.prediction / steps as f64,
-                divergence: s.divergence / steps as f64,
+                terms: s.terms.divided(steps as f64),
             })
             .collect();
         Self {
@@ -200,13 +199,24 @@ impl EpochMetrics {
         let losses: Vec<String> = self
             .train_loss
             .iter()
-            .map(|l| format!("{:.3}/{:.3}", l.prediction, l.divergence))
+            .map(|l| {
+                let values: Vec<String> = l.terms.0.iter().map(|(_, v)| format!("{v:.3}")).collect();
+                values.join("/")
+            })
             .collect();
+        let names: Vec<&str> = self.train_loss.first().map_or(vec![], |l| {
+            l.terms
+                .0
+                .iter()
+                .map(|(n, _)| crate::train::short_name(n))
+                .collect()
+        });
         format!(
-            "epoch {}/{epochs}  test {:.2}%  blocks {}  loss ce/db {}  {:.1}s  {:.0} samples/s",
+            "epoch {}/{epochs}  test {:.2}%  blocks {}  loss {} {}  {:.1}s  {:.0} samples/s",
             self.epoch,
             100.0 * self.test_accuracy,
             blocks.join(" "),
+            names.join("/"),
             losses.join(" "),
             self.seconds,
             self.train_samples_per_second
@@ -337,19 +347,33 @@ impl Summary {
 /// Prints the final per-block table: head accuracy and last epoch's loss terms.
 pub fn print_final_table(history: &[EpochMetrics], eval: &Evaluation) {
     let last = history.last().expect("at least one epoch");
-    println!(
-        "{:>6}  {:>14}  {:>12}  {:>12}",
-        "block", "head accuracy", "train CE", "train D_B"
-    );
+    let mut names: Vec<String> = vec![];
+    for l in &last.train_loss {
+        for (n, _) in &l.terms.0 {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let header: Vec<String> = names
+        .iter()
+        .map(|n| format!("  {:>20}", format!("train {n}")))
+        .collect();
+    println!("{:>6}  {:>14}{}", "block", "head accuracy", header.concat());
     for (i, accuracy) in eval.block_accuracy.iter().enumerate() {
         let loss = last.train_loss.iter().find(|l| l.block == i + 1);
-        let fmt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let v = loss.and_then(|l| l.terms.get(n));
+                format!("  {:>20}", v.map_or("-".to_string(), |v| format!("{v:.4}")))
+            })
+            .collect();
         println!(
-            "{:>6}  {:>14}  {:>12}  {:>12}",
+            "{:>6}  {:>14}{}",
             i + 1,
             accuracy.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a)),
-            fmt(loss.map(|l| l.prediction), 4),
-            fmt(loss.map(|l| l.divergence), 4)
+            cells.concat()
         );
     }
     println!(

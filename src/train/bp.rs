@@ -16,16 +16,15 @@ pub fn step(model: &Model, optimizer: &mut Optimizer, x: &Tensor, y: &Tensor) ->
         probe();
         out
     });
-    let last = model.network.blocks.last().expect("at least one block");
-    let u = last.pooling().apply(&h);
-    let (loss, _) = model
-        .objectives
-        .last()
-        .expect("one objective per block")
-        .loss(&u, y, None, true);
+    let rule = model.rules.last().expect("one rule per block");
+    let loss = rule.loss(&h, y, None, true);
     probe();
     optimizer.backward_step(&loss.total)?;
-    Ok(vec![BlockLoss::read(model.network.len() - 1, &loss)])
+    Ok(vec![BlockLoss::read(
+        model.network.len() - 1,
+        rule.term_names(),
+        &loss.terms,
+    )])
 }
 
 /// The same step as [`step`] with activation checkpointing per block: the forward pass
@@ -64,11 +63,11 @@ pub fn checkpointed_step(
             let out = blocks[i].forward_t(&input, true);
             match grad_above.take() {
                 None => {
-                    let u = blocks[i].pooling().apply(&out);
-                    let (loss, _) = model.objectives[i].loss(&u, y, None, true);
+                    let rule = &model.rules[i];
+                    let loss = rule.loss(&out, y, None, true);
                     probe();
                     loss.total.f_backward()?;
-                    result = Some(BlockLoss::read(i, &loss));
+                    result = Some(BlockLoss::read(i, rule.term_names(), &loss.terms));
                 }
                 Some(g) => {
                     probe();
@@ -111,7 +110,7 @@ mod tests {
         let x = Tensor::randn([8, 1, 4, 5], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
         let step_fn = if checkpointed { checkpointed_step } else { step };
-        let loss = step_fn(&model, &mut optimizers[0], &x, &y).unwrap()[0].prediction;
+        let loss = step_fn(&model, &mut optimizers[0], &x, &y).unwrap()[0].prediction();
         let params = (0..model.network.len())
             .flat_map(|i| model.network.trainable(i))
             .map(|p| p.detach().copy())

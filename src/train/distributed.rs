@@ -227,8 +227,7 @@ impl MpiPipeline {
                 };
                 train(Minibatch {
                     step,
-                    log_q: model.input_log_posterior(&x, true),
-                    label_prior: model.label_prior(&y),
+                    passed: model.input_message(&x, true),
                     h: x,
                     y,
                 })?;
@@ -239,9 +238,8 @@ impl MpiPipeline {
             let device = model.network.stores[0].device();
             for _ in 0..steps {
                 let (bytes, _) = previous.receive_vec::<u8>();
-                let mut minibatch = decode(&bytes, device)
+                let minibatch = decode(&bytes, device)
                     .with_context(|| format!("malformed minibatch from rank {from}"))?;
-                minibatch.label_prior = model.label_prior(&minibatch.y);
                 train(minibatch)?;
             }
         }
@@ -277,11 +275,7 @@ impl MpiPipeline {
                 let rank = self.rank_of(stage, 0);
                 let source = self.world.process_at_rank(rank);
                 let (losses, _) = source.receive_vec::<f64>();
-                sums.extend(losses.chunks_exact(3).map(|l| BlockLoss {
-                    block: l[0] as usize,
-                    prediction: l[1],
-                    divergence: l[2],
-                }));
+                sums.extend(decode_losses(model, &losses)?);
                 for i in range.clone() {
                     let (values, _) = source.receive_vec::<f32>();
                     load_block(model, i, &values)
@@ -291,10 +285,7 @@ impl MpiPipeline {
             sums.sort_by_key(|l| l.block);
         } else {
             let root = self.world.process_at_rank(0);
-            let losses: Vec<f64> = sums
-                .iter()
-                .flat_map(|l| [l.block as f64, l.prediction, l.divergence])
-                .collect();
+            let losses = encode_losses(sums);
             root.send(&losses[..]);
             for i in range {
                 root.send(&block_values(model, i)?[..]);
@@ -368,6 +359,45 @@ fn share(rows: i64, replicas: usize, replica: usize) -> (i64, i64) {
     (start, rows * (j + 1) / r - start)
 }
 
+/// Loss sums as numbers: per block its index, its number of terms, their values (the
+/// names are the block's rule's, known to every rank).
+fn encode_losses(sums: &[BlockLoss]) -> Vec<f64> {
+    sums.iter()
+        .flat_map(|l| {
+            [l.block as f64, l.terms.0.len() as f64]
+                .into_iter()
+                .chain(l.terms.0.iter().map(|(_, v)| *v))
+        })
+        .collect()
+}
+
+/// Reads back what [`encode_losses`] wrote, naming the terms after `model`'s rules.
+fn decode_losses(model: &Model, mut values: &[f64]) -> Result<Vec<BlockLoss>> {
+    let mut out = vec![];
+    while let [block, n, rest @ ..] = values {
+        let (block, n) = (*block as usize, *n as usize);
+        let rule = model.rules.get(block).context("loss of an unknown block")?;
+        let names = rule.term_names();
+        if rest.len() < n || n != names.len() {
+            bail!("malformed loss message for block {}", block + 1);
+        }
+        let terms = names
+            .iter()
+            .zip(&rest[..n])
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        out.push(BlockLoss {
+            block,
+            terms: crate::train::Terms(terms),
+        });
+        values = &rest[n..];
+    }
+    if !values.is_empty() {
+        bail!("malformed loss message");
+    }
+    Ok(out)
+}
+
 /// Little-endian i64 words, as the header of a minibatch message.
 fn push_words(out: &mut Vec<u8>, words: &[i64]) {
     out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
@@ -385,12 +415,13 @@ fn push_tensor(header: &mut Vec<i64>, data: &mut Vec<u8>, t: &Tensor, kind: Kind
 }
 
 /// One minibatch as bytes: header length, then the header (step, then each tensor's
-/// dims: h, log q (0 dims when absent), y), then h and log q as f32 and y as i64.
+/// dims: h, what the rule passes on (0 dims when absent), y), then h and the message
+/// as f32 and y as i64.
 fn encode(m: &Minibatch) -> Vec<u8> {
     let (mut header, mut data) = (vec![m.step as i64], vec![]);
     push_tensor(&mut header, &mut data, &m.h, Kind::Float);
-    match &m.log_q {
-        Some(log_q) => push_tensor(&mut header, &mut data, log_q, Kind::Float),
+    match &m.passed {
+        Some(passed) => push_tensor(&mut header, &mut data, passed, Kind::Float),
         None => header.push(0),
     }
     push_tensor(&mut header, &mut data, &m.y, Kind::Int64);
@@ -430,15 +461,9 @@ fn decode(bytes: &[u8], device: Device) -> Result<Minibatch> {
         Ok(Some(t))
     };
     let h = tensor(Kind::Float)?.context("no activations")?;
-    let log_q = tensor(Kind::Float)?;
+    let passed = tensor(Kind::Float)?;
     let y = tensor(Kind::Int64)?.context("no labels")?;
-    Ok(Minibatch {
-        step,
-        h,
-        log_q,
-        label_prior: None,
-        y,
-    })
+    Ok(Minibatch { step, h, passed, y })
 }
 
 /// Block `i`'s tensors (parameters and buffers, its head's included) in name order, as
@@ -503,15 +528,14 @@ mod tests {
             let m = Minibatch {
                 step: 42,
                 h: h.shallow_clone(),
-                log_q: log_q.as_ref().map(|t| t.shallow_clone()),
-                label_prior: None,
+                passed: log_q.as_ref().map(|t| t.shallow_clone()),
                 y: y.shallow_clone(),
             };
             let back = decode(&encode(&m), Device::Cpu).unwrap();
             assert_eq!(back.step, 42);
             assert!(back.h.equal(&h));
-            assert_eq!(back.log_q.is_some(), log_q.is_some());
-            if let (Some(a), Some(b)) = (&back.log_q, &log_q) {
+            assert_eq!(back.passed.is_some(), log_q.is_some());
+            if let (Some(a), Some(b)) = (&back.passed, &log_q) {
                 assert!(a.equal(b));
             }
             assert!(back.y.equal(&y));

@@ -23,7 +23,6 @@ pub mod tensor_optim;
 use crate::checkpoint;
 use crate::config::{Config, Method, Pipeline};
 use crate::data::{self, loader::LoaderData, Dataset};
-use crate::objective::LocalLoss;
 use crate::report::{self, EpochMetrics, RunDir, RunStatus, Summary};
 use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -36,29 +35,124 @@ use std::sync::Mutex;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// The loss terms of one block on one minibatch, read back as numbers.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct BlockLoss {
-    /// 0-based block index.
-    pub block: usize,
-    /// Cross-entropy of the block's head.
-    pub prediction: f64,
-    /// Bhattacharyya distance to the prior (0 when off).
-    pub divergence: f64,
-}
+/// Named loss terms, in the rule's order (`prediction` first); written to JSON as an
+/// object `{"prediction": …, "divergence": …}` (so earlier runs' files still read).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Terms(pub Vec<(String, f64)>);
 
-impl BlockLoss {
-    /// Reads the scalar terms of `loss` for block `block`.
-    pub fn read(block: usize, loss: &LocalLoss) -> Self {
-        Self {
-            block,
-            prediction: loss.prediction.double_value(&[]),
-            divergence: loss.divergence.double_value(&[]),
+impl Terms {
+    /// The value of term `name`, if present.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// The sum of every term.
+    pub fn sum(&self) -> f64 {
+        self.0.iter().map(|(_, v)| v).sum()
+    }
+
+    /// Every term divided by `n` (means from sums).
+    pub fn divided(&self, n: f64) -> Terms {
+        Terms(self.0.iter().map(|(k, v)| (k.clone(), v / n)).collect())
+    }
+
+    /// Adds `other` term by term (a name seen for the first time is appended).
+    pub fn add(&mut self, other: &Terms) {
+        for (name, value) in &other.0 {
+            match self.0.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => *v += value,
+                None => self.0.push((name.clone(), *value)),
+            }
         }
     }
 
+    /// `name value` pairs in short form (`ce 0.123 db 0.456`).
+    pub fn short(&self, digits: usize) -> String {
+        self.0
+            .iter()
+            .map(|(n, v)| format!("{} {v:.digits$}", short_name(n)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The short name of a loss term in progress lines: `ce`, `db`, `rec`, `sim`.
+pub fn short_name(term: &str) -> &str {
+    match term {
+        "prediction" => "ce",
+        "divergence" => "db",
+        "reconstruction" => "rec",
+        "similarity" => "sim",
+        other => other,
+    }
+}
+
+impl serde::Serialize for Terms {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Terms {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Terms;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("named loss terms")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Terms, A::Error> {
+                let mut terms = vec![];
+                while let Some((k, v)) = map.next_entry::<String, f64>()? {
+                    terms.push((k, v));
+                }
+                Ok(Terms(terms))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The loss terms of one block on one minibatch (or their sums), read back as numbers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BlockLoss {
+    /// 0-based block index.
+    pub block: usize,
+    /// The rule's terms (unweighted).
+    #[serde(flatten)]
+    pub terms: Terms,
+}
+
+impl BlockLoss {
+    /// Reads the scalar `terms` named `names` of block `block`.
+    pub fn read(block: usize, names: &[&str], terms: &[Tensor]) -> Self {
+        Self {
+            block,
+            terms: Terms(
+                names
+                    .iter()
+                    .zip(terms)
+                    .map(|(n, t)| (n.to_string(), t.double_value(&[])))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The term `prediction` (the head's cross-entropy; 0 if absent).
+    pub fn prediction(&self) -> f64 {
+        self.terms.get("prediction").unwrap_or(0.0)
+    }
+
     fn is_finite(&self) -> bool {
-        self.prediction.is_finite() && self.divergence.is_finite()
+        self.terms.0.iter().all(|(_, v)| v.is_finite())
     }
 }
 
@@ -145,7 +239,7 @@ pub fn build_optimizers(config: &Config, model: &Model, schedule: &LrSchedule) -
             let params: Vec<Tensor> = blocks.flat_map(|i| model.network.trainable(i)).collect();
             Ok(vec![Optimizer::new(&config.optim, &params, schedule.clone())?])
         }
-        Method::Sll | Method::Local => blocks
+        _ => blocks
             .map(|i| Optimizer::new(&config.optim, &model.network.trainable(i), schedule.clone()))
             .collect(),
     }
@@ -161,7 +255,7 @@ pub fn train_step(
 ) -> Result<Vec<BlockLoss>> {
     match method {
         Method::Bp => bp::step(model, &mut optimizers[0], x, y),
-        Method::Sll | Method::Local => sequential::step(model, optimizers, x, y),
+        _ => sequential::step(model, optimizers, x, y),
     }
 }
 
@@ -643,7 +737,7 @@ impl LossGuard {
 
     /// Checks one block's loss; `Err` with the reason when it stops the run.
     fn check(&self, loss: &BlockLoss) -> std::result::Result<(), String> {
-        let total = loss.prediction + loss.divergence;
+        let total = loss.terms.sum();
         let why = if !loss.is_finite() {
             Some("became non-finite".to_string())
         } else {
@@ -662,12 +756,8 @@ impl LossGuard {
         match why {
             None => Ok(()),
             Some(why) => {
-                let why = format!(
-                    "block {} loss {why} (prediction {}, divergence {})",
-                    loss.block + 1,
-                    loss.prediction,
-                    loss.divergence
-                );
+                let terms: Vec<String> = loss.terms.0.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                let why = format!("block {} loss {why} ({})", loss.block + 1, terms.join(", "));
                 *self.tripped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
                 Err(why)
             }
@@ -754,29 +844,20 @@ fn accumulate(sums: &mut Vec<BlockLoss>, losses: &[BlockLoss]) {
                 sums.insert(
                     at,
                     BlockLoss {
-                        prediction: 0.0,
-                        divergence: 0.0,
-                        ..*l
+                        block: l.block,
+                        terms: Terms::default(),
                     },
                 );
                 at
             }
         };
-        sums[at].prediction += l.prediction;
-        sums[at].divergence += l.divergence;
+        sums[at].terms.add(&l.terms);
     }
 }
 
 fn loss_message(sums: &[BlockLoss], steps: usize) -> String {
     sums.iter()
-        .map(|s| {
-            format!(
-                "b{} ce {:.3} db {:.3}",
-                s.block + 1,
-                s.prediction / steps as f64,
-                s.divergence / steps as f64
-            )
-        })
+        .map(|s| format!("b{} {}", s.block + 1, s.terms.divided(steps as f64).short(3)))
         .collect::<Vec<_>>()
         .join(" | ")
 }

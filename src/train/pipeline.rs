@@ -32,9 +32,9 @@ use super::model::Model;
 use super::optim::Optimizer;
 use super::sequential::{block_step, LocalBlock};
 use super::{BlockLoss, EpochProgress};
-use crate::config::{Prior, TrainConfig};
+use crate::config::TrainConfig;
 use crate::model::Block;
-use crate::objective::BlockObjective;
+use crate::rules::LocalRule;
 use anyhow::{anyhow, bail, Result};
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -59,8 +59,8 @@ pub struct Stages {
 pub(super) struct Minibatch {
     pub(super) step: usize,
     pub(super) h: Tensor,
-    pub(super) log_q: Option<Tensor>,
-    pub(super) label_prior: Option<Tensor>,
+    /// What the last block's rule passed on (SLL: log q; InfoPro: the input).
+    pub(super) passed: Option<Tensor>,
     pub(super) y: Tensor,
 }
 
@@ -68,8 +68,7 @@ impl Minibatch {
     /// Moves every tensor to `device` (a stage on another GPU).
     fn move_to(&mut self, device: Device) {
         self.h = self.h.to_device(device);
-        self.log_q = self.log_q.as_ref().map(|t| t.to_device(device));
-        self.label_prior = self.label_prior.as_ref().map(|t| t.to_device(device));
+        self.passed = self.passed.as_ref().map(|t| t.to_device(device));
         self.y = self.y.to_device(device);
     }
 }
@@ -86,17 +85,9 @@ pub(super) fn train_blocks(
     let mut losses = Vec::with_capacity(parts.len());
     for (part, optimizer) in parts.iter().zip(optimizers.iter_mut()) {
         let m = &*minibatch;
-        let out = block_step(
-            *part,
-            optimizer,
-            &m.h,
-            m.log_q.as_ref(),
-            m.label_prior.as_ref(),
-            &m.y,
-            sync,
-        )?;
+        let out = block_step(*part, optimizer, &m.h, m.passed.as_ref(), &m.y, sync)?;
         losses.push(out.loss);
-        (minibatch.h, minibatch.log_q) = (out.h, out.log_q);
+        (minibatch.h, minibatch.passed) = (out.h, out.passed);
     }
     Ok(losses)
 }
@@ -109,9 +100,8 @@ struct Stage<'a> {
     name: String,
     first: usize,
     blocks: &'a mut [Box<dyn Block>],
-    objectives: &'a mut [BlockObjective],
+    rules: &'a mut [Box<dyn LocalRule>],
     optimizers: &'a mut [Optimizer],
-    prior: Prior,
     threads: usize,
 }
 
@@ -182,8 +172,8 @@ impl Stages {
         progress: &EpochProgress,
     ) -> Result<Vec<f64>> {
         let parts = model.pipeline_parts();
-        let (input, prior) = (parts.input, parts.prior);
-        let (mut blocks, mut objectives, mut optimizers) = (parts.blocks, parts.objectives, optimizers);
+        let input = parts.input;
+        let (mut blocks, mut rules, mut optimizers) = (parts.blocks, parts.rules, optimizers);
         let (senders, receivers): (Vec<_>, Vec<_>) = self.blocks.iter().map(|_| sync_channel(QUEUE)).unzip();
         let mut senders = senders.into_iter();
         let feed: SyncSender<Minibatch> = senders.next().expect("at least one stage");
@@ -192,19 +182,18 @@ impl Stages {
             for ((number, range), receiver) in self.blocks.iter().enumerate().zip(receivers) {
                 let n = range.len();
                 let stage_blocks;
-                let stage_objectives;
+                let stage_rules;
                 let stage_optimizers;
                 (stage_blocks, blocks) = std::mem::take(&mut blocks).split_at_mut(n);
-                (stage_objectives, objectives) = std::mem::take(&mut objectives).split_at_mut(n);
+                (stage_rules, rules) = std::mem::take(&mut rules).split_at_mut(n);
                 (stage_optimizers, optimizers) = std::mem::take(&mut optimizers).split_at_mut(n);
                 let stage = Stage {
                     device: self.devices.get(number).copied(),
                     name: stage_name(number, range),
                     first: range.start,
                     blocks: stage_blocks,
-                    objectives: stage_objectives,
+                    rules: stage_rules,
                     optimizers: stage_optimizers,
-                    prior,
                     threads: self.threads,
                 };
                 let sender = senders.next();
@@ -217,8 +206,7 @@ impl Stages {
             for (step, (x, y)) in batches.enumerate() {
                 let minibatch = Minibatch {
                     step,
-                    log_q: input.log_posterior(&x, true),
-                    label_prior: input.label_prior(&y),
+                    passed: input.message(&x, true),
                     h: x,
                     y,
                 };
@@ -292,14 +280,13 @@ impl Stage<'_> {
     ) -> Result<f64> {
         let start = thread_cpu_seconds();
         tch::set_num_threads(self.threads as i32);
-        let parts = self.blocks.iter().zip(self.objectives.iter());
+        let parts = self.blocks.iter().zip(self.rules.iter());
         let parts: Vec<LocalBlock<'_>> = parts
             .enumerate()
-            .map(|(j, (block, objective))| LocalBlock {
+            .map(|(j, (block, rule))| LocalBlock {
                 index: self.first + j,
                 block: block.as_ref(),
-                objective,
-                prior: self.prior,
+                rule: rule.as_ref(),
             })
             .collect();
         for mut minibatch in input {

@@ -82,7 +82,7 @@ pub fn save(path: &Path, model: &Model, optimizers: &[Optimizer], progress: &Pro
             (s.step, s.rule_step)
         })
         .collect();
-    progress.dropout_positions = model.dropout_streams().iter().map(|d| d.position()).collect();
+    progress.dropout_positions = model.dropout_positions();
     let metadata: HashMap<String, String> = [
         (PROGRESS_KEY.to_string(), serde_json::to_string(&progress)?),
         (
@@ -102,7 +102,7 @@ pub fn load(path: &Path, model: &Model, optimizers: &mut [Optimizer]) -> Result<
     file.check_seeds(model)?;
     let progress: Progress = serde_json::from_str(file.meta(PROGRESS_KEY)?)
         .map_err(|e| anyhow!("{}: unreadable `{PROGRESS_KEY}` ({e})", path.display()))?;
-    let streams = model.dropout_streams();
+    let streams = model.dropout_positions();
     if progress.optimizer_steps.len() != optimizers.len() || progress.dropout_positions.len() != streams.len()
     {
         bail!(
@@ -118,8 +118,6 @@ pub fn load(path: &Path, model: &Model, optimizers: &mut [Optimizer]) -> Result<
     for (optimizer, &(step, rule_step)) in optimizers.iter_mut().zip(&progress.optimizer_steps) {
         optimizer.set_steps(step, rule_step)?;
     }
-    for (stream, &position) in streams.iter().zip(&progress.dropout_positions) {
-        stream.set_position(position);
-    }
+    model.set_dropout_positions(&progress.dropout_positions);
     Ok(progress)
 }

@@ -1,0 +1,161 @@
+//! Every local rule (sll, local, dgl, infopro, predsim) behind the one trait: no
+//! gradient crosses a block, the thread pipeline trains bit for bit what the
+//! sequential trainer does, short runs learn, and the checkpoint reloads in `sll eval`.
+
+mod common;
+use common::{assert_same_training, REPO_DATA};
+use sll::config::Config;
+use sll::train::{self, model::Model, optim::LrSchedule, optim::Optimizer, sequential};
+use std::sync::Mutex;
+use tch::{Device, Kind, Tensor};
+
+static LIBTORCH: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const RULES: [&str; 5] = ["sll", "local", "dgl", "infopro", "predsim"];
+
+/// A small CNN (3 conv stages, one block each) on `train` MNIST examples.
+fn cnn(method: &str, train: usize, extra: &[&str]) -> Config {
+    let mut sets: Vec<String> = vec![
+        format!("data.dir={REPO_DATA:?}"),
+        format!("data.train_subset={train}"),
+        "data.test_subset=1000".into(),
+        "model.kind=\"cnn\"".into(),
+        "model.channels=[8, 16, 16]".into(),
+        "model.pool_after=[2, 3]".into(),
+        "model.norm=\"batch\"".into(),
+        "objective.d0=64".into(),
+        format!("train.method={method:?}"),
+        "train.epochs=1".into(),
+        "train.threads=1".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(None, &sets).unwrap()
+}
+
+fn snapshot(model: &Model, i: usize) -> Vec<Tensor> {
+    model
+        .network
+        .trainable(i)
+        .iter()
+        .map(|t| t.detach().copy())
+        .collect()
+}
+
+/// For every rule (and SLL's other heads and settings): the step of block 2, given
+/// block 1's output *with* its graph and what block 1's rule passed on, changes block
+/// 2 only, and no gradient reaches block 1.
+#[test]
+fn no_gradient_crosses_a_block_under_any_rule() {
+    let _guard = serial();
+    let mut cases: Vec<(&str, Vec<&str>)> = RULES.iter().map(|r| (*r, vec![])).collect();
+    cases.extend([
+        (
+            "sll",
+            vec!["objective.head=\"conv\"", "objective.projection_input=\"head\""],
+        ),
+        (
+            "sll",
+            vec!["objective.head=\"mlp\"", "objective.projection_input=\"head\""],
+        ),
+        (
+            "sll",
+            vec!["objective.shared_projection=true", "objective.prior=\"label\""],
+        ),
+        ("local", vec!["objective.head=\"infopro\""]),
+    ]);
+    for (method, extra) in cases {
+        let what = format!("{method} {extra:?}");
+        tch::manual_seed(3);
+        let config = cnn(method, 100, &extra);
+        let model = Model::new(&config, 10, [1, 28, 28], Device::Cpu).unwrap();
+        let x = Tensor::randn([16, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [16], (Kind::Int64, Device::Cpu));
+        let before: Vec<Vec<Tensor>> = (0..3).map(|i| snapshot(&model, i)).collect();
+        let schedule = LrSchedule::new(&config.optim, 1, 1);
+        let mut optimizer = Optimizer::new(&config.optim, &model.network.trainable(1), schedule).unwrap();
+        let h1 = model.network.blocks[0].forward_t(&x, true);
+        let message = model.input_message(&x, true);
+        let passed = model.rules[0].loss(&h1, &y, message.as_ref(), true).passes_on;
+        let out = sequential::block_step(
+            model.local_block(1),
+            &mut optimizer,
+            &h1,
+            passed.as_ref(),
+            &y,
+            &|_| Ok(()),
+        )
+        .unwrap();
+        assert!(
+            !out.h.requires_grad(),
+            "{what}: the output passed on carries a graph"
+        );
+        assert!(out.passed.as_ref().is_none_or(|p| !p.requires_grad()), "{what}");
+        for (i, before) in before.iter().enumerate() {
+            let unchanged = before.iter().zip(snapshot(&model, i)).all(|(a, b)| a.equal(&b));
+            assert_eq!(unchanged, i != 1, "{what}: block {}", i + 1);
+        }
+        for t in model.network.trainable(0) {
+            assert!(!t.grad().defined(), "{what}: a gradient reached block 1");
+        }
+        assert!(out.loss.terms.0.iter().all(|(_, v)| v.is_finite()), "{what}");
+    }
+}
+
+/// Each rule trains bit-identically in the sequential trainer and a 2-stage thread
+/// pipeline (weights, per-block loss terms, accuracies), and its checkpoint reloads
+/// to the same accuracy in `sll eval`.
+#[test]
+fn every_rule_trains_the_same_in_the_pipeline_as_sequentially() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for method in RULES {
+        let sequential = dir.path().join(format!("{method}-sequential"));
+        train::run(cnn(method, 600, &[]), &sequential).unwrap();
+        let piped = dir.path().join(format!("{method}-pipeline"));
+        let config = cnn(method, 600, &["train.pipeline=\"threads\"", "train.stages=2"]);
+        train::run(config, &piped).unwrap();
+        assert_same_training(&sequential, &piped, method);
+        // The rule's named terms reach metrics.jsonl.
+        let metrics = std::fs::read_to_string(sequential.join("metrics.jsonl")).unwrap();
+        let second = match method {
+            "sll" => Some("divergence"),
+            "infopro" => Some("reconstruction"),
+            "predsim" => Some("similarity"),
+            _ => None,
+        };
+        assert!(metrics.contains("\"prediction\""), "{method}");
+        if let Some(term) = second {
+            assert!(
+                metrics.contains(&format!("\"{term}\"")),
+                "{method}: no {term} in metrics"
+            );
+        }
+    }
+}
+
+/// Three epochs on 5,000 MNIST examples: every rule learns, well above chance (10 %;
+/// measured: sll 80.7 %, local 80.3 %, dgl 94.8 %, infopro 82.2 %, predsim 93.2 %).
+#[test]
+fn every_rule_learns_in_three_short_epochs() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    for method in RULES {
+        let config = cnn(
+            method,
+            5000,
+            &[
+                "train.threads=2",
+                "train.epochs=3",
+                "optim.lr=3e-3",
+                "model.channels=[16, 32, 32]",
+            ],
+        );
+        let summary = train::run(config, &dir.path().join(method)).unwrap();
+        eprintln!("{method}: {:.2} %", 100.0 * summary.test_accuracy);
+        assert!(summary.test_accuracy > 0.6, "{method}: {}", summary.test_accuracy);
+    }
+}
