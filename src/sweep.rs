@@ -1326,7 +1326,48 @@ pub fn markdown(sweep: &Sweep, rows: &[Row]) -> String {
             text.push_str(&format!("|{}|\n", align.join("|")));
         }
     }
+    if varied == 2 {
+        text.push_str(&pivot(sweep, rows));
+    }
     text
+}
+
+/// A two-key grid as a matrix: one row per value of the second key, one column per
+/// value of the first, each cell the final test accuracy and the training minutes of
+/// the run (blank where excluded or not finished).
+fn pivot(sweep: &Sweep, rows: &[Row]) -> String {
+    let (columns, lines) = (&sweep.grid[0], &sweep.grid[1]);
+    let mut text = format!(
+        "\nTest accuracy (%) and training minutes, `{}` across, `{}` down:\n\n| {} |",
+        columns.key,
+        lines.key,
+        escape_cell(&lines.key)
+    );
+    for c in &columns.values {
+        text.push_str(&format!(
+            " {} = {} |",
+            escape_cell(&columns.key),
+            escape_cell(&plain(c))
+        ));
+    }
+    text.push_str(&format!("\n|---|{}\n", "---:|".repeat(columns.values.len())));
+    for l in &lines.values {
+        text.push_str(&format!("| {} |", escape_cell(&plain(l))));
+        for c in &columns.values {
+            let cell = rows
+                .iter()
+                .find(|r| r.values[0] == *c && r.values[1] == *l)
+                .filter(|r| r.status == "finished")
+                .and_then(|r| Some(format!("{:.2} ({:.0} min)", 100.0 * r.test?, r.minutes?)));
+            text.push_str(&format!(" {} |", cell.unwrap_or_default()));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+fn escape_cell(c: &str) -> String {
+    c.replace('|', "\\|")
 }
 
 /// `results.csv`: the same columns, more digits.

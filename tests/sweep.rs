@@ -62,10 +62,12 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, (SystemTime, u64)> {
     files
 }
 
-/// The data rows of results.md.
+/// The data rows of results.md's table of runs (not the matrix after it).
 fn table_rows(dir: &Path) -> Vec<String> {
     let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
     md.lines()
+        .skip_while(|l| !l.starts_with("| run "))
+        .take_while(|l| l.starts_with('|'))
         .filter(|l| l.starts_with("| ") && !l.starts_with("| run "))
         .map(String::from)
         .collect()
@@ -296,6 +298,17 @@ variant = [{}, { "objective.beta" = 0.5, "objective.d0" = 64 }]
     assert!(
         config.contains("beta = 0.5") && config.contains("d0 = 64"),
         "{config}"
+    );
+    // Two grid keys: results.md adds the matrix, the excluded cell blank.
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        results.contains("`train.method` across, `variant` down"),
+        "{results}"
+    );
+    let last = results.lines().last().unwrap();
+    assert!(
+        last.contains("min) |  |"),
+        "the excluded point has a blank cell: {last}"
     );
     // --only must name a grid key and one of its values.
     for (only, expected) in [
