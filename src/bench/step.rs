@@ -135,10 +135,11 @@ impl Bench {
     pub(crate) fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
         let (config, input, classes) = bench_setup(spec, method)?;
         train::init_runtime(&config);
-        let model = Model::new(&config, classes, input, Device::Cpu)?;
+        let device = crate::device::parse(&config.train.device)?;
+        let model = Model::new(&config, classes, input, device)?;
         let stages = match config.train.pipeline {
             Pipeline::None => None,
-            Pipeline::Threads => Some(Stages::plan(&config.train, model.network.len())?),
+            Pipeline::Threads => Some(Stages::plan_by_cost(&config.train, &model.block_costs())?),
             Pipeline::Mpi => bail!(
                 "`sll bench step` times one process; the MPI pipeline is measured by `mpirun -np K sll train --pipeline mpi`"
             ),
@@ -150,8 +151,8 @@ impl Bench {
         // and the vanishing gradients then run into (slow) denormal floats.
         let data = (0..16)
             .map(|_| {
-                let x = Tensor::randn([batch, input[0], input[1], input[2]], (Kind::Float, Device::Cpu));
-                (x, Tensor::randint(classes, [batch], (Kind::Int64, Device::Cpu)))
+                let x = Tensor::randn([batch, input[0], input[1], input[2]], (Kind::Float, device));
+                (x, Tensor::randint(classes, [batch], (Kind::Int64, device)))
             })
             .collect();
         Ok(Self {
@@ -203,6 +204,9 @@ impl Bench {
                 stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?
             }
         };
+        if let Device::Cuda(i) = self.data[0].0.device() {
+            tch::Cuda::synchronize(i as i64);
+        }
         Ok(Round {
             seconds: start.elapsed().as_secs_f64() / steps as f64,
             cpu: cpu.iter().map(|c| c / steps as f64).collect(),

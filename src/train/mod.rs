@@ -268,13 +268,13 @@ enum Schedule {
 }
 
 impl Schedule {
-    fn plan(config: &Config, blocks: usize) -> Result<Self> {
+    fn plan(config: &Config, model: &Model) -> Result<Self> {
         Ok(match config.train.pipeline {
             Pipeline::None => Self::Sequential,
-            Pipeline::Threads => Self::Threads(pipeline::Stages::plan(&config.train, blocks)?),
+            Pipeline::Threads => Self::Threads(pipeline::Stages::plan_by_cost(&config.train, &model.block_costs())?),
             #[cfg(feature = "mpi")]
             Pipeline::Mpi => {
-                let mpi = distributed::MpiPipeline::init(&config.train, blocks)?;
+                let mpi = distributed::MpiPipeline::init(&config.train, model.network.len())?;
                 tch::set_num_threads(mpi.threads() as i32);
                 Self::Mpi(mpi)
             }
@@ -391,7 +391,7 @@ fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summar
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
     let mut model = Model::new(&config, train.classes, input_shape(&test), device)?;
-    let schedule = Schedule::plan(&config, model.network.len())?;
+    let schedule = Schedule::plan(&config, &model)?;
     if let Schedule::Threads(stages) = &schedule {
         stages.place(&mut model);
     }

@@ -128,6 +128,21 @@ impl Model {
         }
     }
 
+    /// Counted FLOPs per example of one training step of each block: forward and
+    /// backward (×3) of the block and of its rule's trainable parts, forward and
+    /// backward (×2) of its fixed projection. What pipeline stages are balanced by.
+    pub fn block_costs(&self) -> Vec<f64> {
+        self.network
+            .blocks
+            .iter()
+            .zip(&self.rules)
+            .map(|(b, r)| {
+                let f = r.flops();
+                3.0 * (b.forward_flops().0 + f.trainable) + 2.0 * f.projection
+            })
+            .collect()
+    }
+
     /// What the first block receives for input `x`.
     pub fn input_message(&self, x: &Tensor, train: bool) -> Option<Tensor> {
         self.input.message(x, train)

@@ -44,7 +44,7 @@ use tch::{Device, Tensor};
 pub const QUEUE: usize = 2;
 
 /// How the blocks are grouped into stages and how many threads each stage uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stages {
     /// The 0-based block indices of each stage, consecutive and covering every block.
     pub blocks: Vec<Range<usize>>,
@@ -52,6 +52,8 @@ pub struct Stages {
     pub threads: usize,
     /// The device of each stage (`train.stage_devices`; empty: the model's device).
     pub devices: Vec<Device>,
+    /// Each stage's share of the counted cost, in [0, 1] (empty when planned by count).
+    pub shares: Vec<f64>,
 }
 
 /// One minibatch on its way through the pipeline: the output and posterior of the
@@ -110,20 +112,28 @@ impl Stages {
     /// consecutive blocks (one block each when 0), as even as possible, earlier stages
     /// taking the remainder (the first blocks of a network are usually the cheaper ones).
     pub fn plan(train: &TrainConfig, blocks: usize) -> Result<Self> {
+        let mut stages = Self::plan_by_cost(train, &vec![1.0; blocks])?;
+        stages.shares.clear();
+        Ok(stages)
+    }
+
+    /// The stages of `train` for blocks of the given costs (FLOPs of a training step,
+    /// say): `train.stages` runs of consecutive blocks whose largest total cost is as
+    /// small as possible (the pipeline runs at the pace of its slowest stage); among
+    /// equally good splits, earlier stages take more blocks.
+    pub fn plan_by_cost(train: &TrainConfig, costs: &[f64]) -> Result<Self> {
+        let blocks = costs.len();
         let count = if train.stages == 0 { blocks } else { train.stages };
         if count > blocks {
             bail!(
                 "config key `train.stages` = {count} exceeds the model's {blocks} blocks (a stage holds at least one block)"
             );
         }
-        let (base, extra) = (blocks / count, blocks % count);
-        let mut start = 0;
-        let ranges = (0..count)
-            .map(|s| {
-                let len = base + usize::from(s < extra);
-                start += len;
-                start - len..start
-            })
+        let ranges = balanced_ranges(costs, count);
+        let total: f64 = costs.iter().sum();
+        let shares = ranges
+            .iter()
+            .map(|r: &Range<usize>| costs[r.clone()].iter().sum::<f64>() / total.max(f64::MIN_POSITIVE))
             .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = if train.threads > 0 {
@@ -146,6 +156,7 @@ impl Stages {
             blocks: ranges,
             threads,
             devices,
+            shares,
         })
     }
 
@@ -248,8 +259,60 @@ impl std::fmt::Display for Stages {
             let devices: Vec<String> = self.devices.iter().map(|&d| crate::device::name(d)).collect();
             write!(f, ", on {}", devices.join(" | "))?;
         }
+        if self.shares.len() > 1 {
+            let shares: Vec<String> = self
+                .shares
+                .iter()
+                .map(|s| format!("{:.0} %", 100.0 * s))
+                .collect();
+            write!(f, "; counted FLOPs per stage {}", shares.join(" | "))?;
+        }
         Ok(())
     }
+}
+
+/// `count` runs of consecutive blocks minimising the largest run's total cost; ties go
+/// to splits whose earlier runs are longer. Exact (dynamic programming over split
+/// points), O(count · blocks²).
+pub fn balanced_ranges(costs: &[f64], count: usize) -> Vec<Range<usize>> {
+    let n = costs.len();
+    let count = count.clamp(1, n.max(1));
+    let prefix: Vec<f64> = std::iter::once(0.0)
+        .chain(costs.iter().scan(0.0, |s, &c| {
+            *s += c;
+            Some(*s)
+        }))
+        .collect();
+    let cost = |a: usize, b: usize| prefix[b] - prefix[a];
+    // best[k][i]: the smallest largest cost of splitting blocks i.. into k runs, and
+    // where the first of those runs ends.
+    let mut best = vec![vec![(f64::INFINITY, n); n + 1]; count + 1];
+    best[0][n] = (0.0, n);
+    for k in 1..=count {
+        for i in (0..n).rev() {
+            // The first run is i..j; at least k − 1 blocks stay for the other runs.
+            for j in (i + 1..=n + 1 - k).rev() {
+                let rest = best[k - 1][j].0;
+                if rest.is_infinite() {
+                    continue;
+                }
+                let worst = cost(i, j).max(rest);
+                // Longest first run among ties (j descending, strict improvement only),
+                // with a relative tolerance for rounding.
+                if worst < best[k][i].0 * (1.0 - 1e-12) {
+                    best[k][i] = (worst, j);
+                }
+            }
+        }
+    }
+    let mut ranges = vec![];
+    let mut i = 0;
+    for k in (1..=count).rev() {
+        let j = best[k][i].1;
+        ranges.push(i..j);
+        i = j;
+    }
+    ranges
 }
 
 /// `stage 2 (blocks 3–4)`: how errors name a stage.
@@ -354,6 +417,39 @@ mod tests {
         assert_eq!(
             stages.to_string(),
             "pipeline of 2 stages (blocks 1–2 | 3), 1 thread each"
+        );
+    }
+
+    #[test]
+    fn stages_balance_counted_costs() {
+        let _turn = crate::libtorch_turn();
+        // Equal costs: the even split, earlier stages longer.
+        assert_eq!(balanced_ranges(&[1.0; 7], 3), vec![0..3, 3..5, 5..7]);
+        assert_eq!(balanced_ranges(&[1.0; 3], 2), vec![0..2, 2..3]);
+        // A cheap start and an expensive end: the cut moves right. 1+1+1+1 | 4 | 4
+        // (largest 4) beats the count's even split 1+1+1 | 1+4 | 4 (largest 5).
+        assert_eq!(
+            balanced_ranges(&[1.0, 1.0, 1.0, 1.0, 4.0, 4.0], 3),
+            vec![0..4, 4..5, 5..6]
+        );
+        // One block per stage, and one stage for all.
+        assert_eq!(balanced_ranges(&[3.0, 1.0, 2.0], 3), vec![0..1, 1..2, 2..3]);
+        assert_eq!(balanced_ranges(&[3.0, 1.0, 2.0], 1), vec![0..3]);
+        // 2 stages of [5, 1, 1, 1, 1, 1]: 5 | 1+1+1+1+1 (largest 5).
+        assert_eq!(
+            balanced_ranges(&[5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2),
+            vec![0..1, 1..6]
+        );
+        let train = TrainConfig {
+            stages: 2,
+            threads: 1,
+            ..Default::default()
+        };
+        let stages = Stages::plan_by_cost(&train, &[1.0, 1.0, 2.0]).unwrap();
+        assert_eq!(stages.blocks, vec![0..2, 2..3]);
+        assert_eq!(
+            stages.to_string(),
+            "pipeline of 2 stages (blocks 1–2 | 3), 1 thread each; counted FLOPs per stage 50 % | 50 %"
         );
     }
 }
