@@ -2,6 +2,7 @@
 
 Times full training steps (forward, local losses, backward, Adam) on random data and
 prints one JSON object like `sll bench step --json`. See bench/reference/README.md.
+`--device cuda` runs it on the GPU (synchronised before the clock is read).
 
   mlp: 784-1024-1024-1024, one Linear+ReLU per block, linear head 1024->10 per block, batch 128
   cnn: conv3x3 3->64->128->256 (+ReLU), max-pool after the 2nd and 3rd conv, one conv per
@@ -49,8 +50,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d0", type=int, default=512)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"step.py: --device {a.device}: torch {torch.__version__} sees no CUDA device")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
 
@@ -60,6 +65,7 @@ def main():
     classes, d0, tau, beta, p = 10, a.d0, 1.0, 1.0, 0.1
     heads = [nn.Linear(d, classes) for d in dims]
     proj = [torch.randn(d, d0) / d0 ** 0.5 for d in [in_dim] + dims]  # fixed, transposed: u @ R^T
+    blocks, heads, proj = [b.to(dev) for b in blocks], [h.to(dev) for h in heads], [r.to(dev) for r in proj]
 
     if a.method == "bp":
         params = [q for b in blocks for q in b.parameters()] + list(heads[-1].parameters())
@@ -93,12 +99,15 @@ def main():
             opt.step()
             h = out.detach()
 
-    data = [(torch.randn(batch, *shape), torch.randint(classes, (batch,))) for _ in range(16)]
+    data = [(torch.randn(batch, *shape).to(dev), torch.randint(classes, (batch,)).to(dev)) for _ in range(16)]
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     for i in range(a.warmup):
         step(*data[i % 16])
+    sync()
     start = time.perf_counter()
     for i in range(a.steps):
         step(*data[i % 16])
+    sync()
     seconds = (time.perf_counter() - start) / a.steps
     result = {
         "engine": f"pytorch {torch.__version__}",
@@ -106,6 +115,7 @@ def main():
         "method": a.method,
         "batch_size": batch,
         "threads": torch.get_num_threads(),
+        "device": str(dev),
         "samples_per_second": batch / seconds,
         "ms_per_step": 1e3 * seconds,
     }
