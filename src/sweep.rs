@@ -1761,8 +1761,16 @@ train.method = ["sll", "local"]
         let (sweep, _) = Sweep::settle(request, None, dir.path()).unwrap();
         let rows: Vec<Row> = points(&sweep, dir.path()).iter().map(row).collect();
         let md = markdown(&sweep, &rows);
-        let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        let lines: Vec<&str> = md
+            .lines()
+            .skip_while(|l| !l.starts_with("| run "))
+            .take_while(|l| l.starts_with('|'))
+            .filter(|l| l.starts_with("| "))
+            .collect();
         assert_eq!(lines.len(), 5, "{md}");
+        // Two grid keys: the matrix follows, one line per seed, blank cells (nothing ran).
+        assert!(md.contains("`train.method` across, `train.seed` down"), "{md}");
+        assert!(md.trim_end().ends_with("| 1 |  |  |"), "{md}");
         assert!(
             lines[1].starts_with("| method-sll_seed-0 | sll | 0 | not started |"),
             "{md}"
