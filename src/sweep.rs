@@ -225,17 +225,7 @@ pub fn parse_grid_arg(arg: &str) -> Result<Axis> {
 /// Flattens nested tables into dotted keys (`[grid] train.method = [...]` and
 /// `"train.method" = [...]` are the same key).
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, Value)>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            Value::Table(t) => flatten(&key, t, out),
-            v => out.push((key, v.clone())),
-        }
-    }
+    flatten_to_keys(prefix, table, &[], out);
 }
 
 /// [`flatten`], stopping at grid keys (whose values may be tables: `variant`).

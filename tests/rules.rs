@@ -3,7 +3,7 @@
 //! sequential trainer does, short runs learn, and the checkpoint reloads in `sll eval`.
 
 mod common;
-use common::{assert_same_training, REPO_DATA};
+use common::{assert_same_training, snapshot, REPO_DATA};
 use sll::config::Config;
 use sll::train::{self, model::Model, optim::LrSchedule, optim::Optimizer, sequential};
 use std::sync::Mutex;
@@ -34,15 +34,6 @@ fn cnn(method: &str, train: usize, extra: &[&str]) -> Config {
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     Config::load(None, &sets).unwrap()
-}
-
-fn snapshot(model: &Model, i: usize) -> Vec<Tensor> {
-    model
-        .network
-        .trainable(i)
-        .iter()
-        .map(|t| t.detach().copy())
-        .collect()
 }
 
 /// For every rule (and SLL's other heads and settings): the step of block 2, given

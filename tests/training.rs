@@ -2,6 +2,7 @@
 //! locality of the block-local step, checkpoints, and the NaN guard.
 
 mod common;
+use common::snapshot;
 use sll::checkpoint;
 use sll::config::{Config, Method};
 use sll::train::{self, model::Model, optim::LrSchedule, optim::Optimizer, sequential};
@@ -82,15 +83,6 @@ fn same_seed_gives_same_numbers() {
 
 fn tiny_model(config: &Config) -> Model {
     Model::new(config, 10, [1, 28, 28], Device::Cpu).unwrap()
-}
-
-fn snapshot(model: &Model, i: usize) -> Vec<Tensor> {
-    model
-        .network
-        .trainable(i)
-        .iter()
-        .map(|t| t.detach().copy())
-        .collect()
 }
 
 fn same(a: &[Tensor], b: &[Tensor]) -> bool {

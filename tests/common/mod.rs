@@ -187,3 +187,14 @@ pub fn truncated_cifar10_archive() -> Vec<u8> {
     archive.truncate(1 << 20);
     archive
 }
+
+/// A copy of block `i`'s trainable tensors (to compare before and after a step).
+#[allow(dead_code)]
+pub fn snapshot(model: &sll::train::model::Model, i: usize) -> Vec<Tensor> {
+    model
+        .network
+        .trainable(i)
+        .iter()
+        .map(|t| t.detach().copy())
+        .collect()
+}
