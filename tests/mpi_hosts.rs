@@ -10,7 +10,6 @@
 
 use sll::config::Config;
 use sll::train;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
@@ -81,12 +80,10 @@ fn hosts_or_skip() -> Option<Hosts> {
     match Hosts::up() {
         Ok(hosts) => Some(hosts),
         Err(why) => {
-            let test = std::thread::current().name().unwrap_or("test").to_string();
-            let notice = format!("{test}: skipped: needs network namespaces ({why})");
-            if std::env::var_os("SLL_TEST_NETNS_REQUIRED").is_some_and(|v| v == "1") {
-                panic!("{notice}, and SLL_TEST_NETNS_REQUIRED=1");
-            }
-            let _ = std::io::stderr().write_all(format!("{notice}\n").as_bytes());
+            common::skip(
+                &format!("needs network namespaces ({why})"),
+                "SLL_TEST_NETNS_REQUIRED",
+            );
             None
         }
     }

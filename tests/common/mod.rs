@@ -56,15 +56,25 @@ pub fn shared_data(what: &str, files: &[&str]) -> Option<PathBuf> {
         },
         Err(why) => why,
     };
+    skip(
+        &format!("needs {what} in ../shared/data or $SLL_TEST_DATA ({why})"),
+        "SLL_TEST_DATA_REQUIRED",
+    );
+    None
+}
+
+/// Reports a test skipped for want of `what` (`<test>: skipped: <what>`), or fails it
+/// when the environment variable `required` is `1` (CI, where it must not skip).
+#[allow(dead_code)]
+pub fn skip(what: &str, required: &str) {
     let test = std::thread::current().name().unwrap_or("test").to_string();
-    let notice = format!("{test}: skipped: needs {what} in ../shared/data or $SLL_TEST_DATA ({why})");
-    if std::env::var_os("SLL_TEST_DATA_REQUIRED").is_some_and(|v| v == "1") {
-        panic!("{notice}, and SLL_TEST_DATA_REQUIRED=1");
+    let notice = format!("{test}: skipped: {what}");
+    if std::env::var_os(required).is_some_and(|v| v == "1") {
+        panic!("{notice}, and {required}=1");
     }
     // Straight to stderr, past the test harness's capture, so that the skip
     // shows; one write, so that it stays on its own line.
     let _ = std::io::stderr().write_all(format!("{notice}\n").as_bytes());
-    None
 }
 
 /// The CIFAR-10 archive a shared data dir holds, relative to it.
