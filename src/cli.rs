@@ -1,5 +1,6 @@
 //! The `sll` command line: `train`, `eval`, `fetch`, `bench`, `report`, `sweep`.
 
+use crate::bench::epochs::EpochBenchSpec;
 use crate::bench::memory::{self, MemoryMethod, MemorySpec};
 use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
@@ -120,6 +121,38 @@ pub enum BenchCommand {
     /// Samples/s of the thread pipeline against sequential training (1 thread, and all
     /// cores), alternating rounds on random data.
     Pipeline(PipelineArgs),
+    /// Real training of a preset on its real data, epoch by epoch, next to the step
+    /// bench for the same model, method, batch and threads (steady state vs epoch 1).
+    Epochs(EpochsArgs),
+}
+
+/// `sll bench epochs` options.
+#[derive(Debug, Args)]
+pub struct EpochsArgs {
+    /// Preset name or config file.
+    #[arg(long, default_value = DEFAULT_PRESET)]
+    pub config: String,
+    /// Epochs of the real run (epoch 1, then the steady state).
+    #[arg(long, default_value_t = 15)]
+    pub epochs: usize,
+    /// Intra-op threads of the run and the step bench (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Where the preset's data is.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Rounds of the step bench (the median counts).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Keep the run in this (new) directory instead of a temporary one.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Override any config key, for the run and the step bench (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// `sll bench pipeline` options: those of `bench step`, plus the stages.
@@ -315,6 +348,23 @@ pub fn main() -> Result<()> {
         }
         Some(Command::Bench(BenchCommand::Step(args))) => bench_step_command(&args),
         Some(Command::Bench(BenchCommand::Pipeline(args))) => bench_pipeline_command(&args),
+        Some(Command::Bench(BenchCommand::Epochs(args))) => {
+            let result = crate::bench::epochs::run(&EpochBenchSpec {
+                config: args.config,
+                epochs: args.epochs,
+                threads: args.threads,
+                data_dir: args.data_dir,
+                sets: args.sets,
+                rounds: args.rounds,
+                out: args.out,
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                result.print();
+            }
+            Ok(())
+        }
         Some(Command::Bench(BenchCommand::Flops(args))) => {
             let result = crate::bench::flops::run(&step_spec(&args, 20))?;
             if args.json {

@@ -463,6 +463,10 @@ fn absurd_benchmark_options_are_refused_at_once() {
             ],
             Some("train.stages"),
         ),
+        case(&["bench", "epochs", "--epochs", "1"], Some("--epochs")),
+        case(&["bench", "epochs", "--rounds", "1000000000"], Some("--rounds")),
+        case(&["bench", "epochs", "--threads", "100000"], Some("threads")),
+        case(&["bench", "epochs", "--config", "nosuch"], Some("nosuch")),
         case(&["bench", "memory", "--depths", "0"], Some("depth")),
         case(
             &["bench", "memory", "--depths", "100000000", "--methods", "sll"],

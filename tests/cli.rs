@@ -241,3 +241,50 @@ fn bench_step_prints_json_with_the_figures() {
     }
     assert!(v["samples_per_second"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_epochs_sets_each_epoch_beside_the_step_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sll(
+        &[
+            "bench",
+            "epochs",
+            "--epochs",
+            "3",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--data-dir",
+            common::REPO_DATA,
+            "--set",
+            "data.train_subset=2000",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let epochs: Vec<f64> = v["epoch_samples_per_second"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 3, "{v}");
+    assert!(epochs.iter().all(|s| *s > 0.0), "{v}");
+    // The steady state is the (upper) median of epochs 2 and 3; the ratios are its.
+    let steady = v["steady_samples_per_second"].as_f64().unwrap();
+    assert_eq!(steady, epochs[1].max(epochs[2]), "{v}");
+    let bench = v["step_bench_samples_per_second"].as_f64().unwrap();
+    assert!(bench > 0.0);
+    assert!((v["steady_over_first"].as_f64().unwrap() - steady / epochs[0]).abs() < 1e-9);
+    assert!((v["steady_over_step_bench"].as_f64().unwrap() - steady / bench).abs() < 1e-9);
+    assert_eq!(v["flush_denormals"], true);
+    assert_eq!(v["preset"], "mnist-mlp");
+    // 3 epochs of 2,000 MNIST images.
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.85, "{v}");
+    // The run went to a temporary folder: nothing left in the working directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -4,8 +4,10 @@
 //! optimizer) on random data, for the method's real code path; `sll bench memory`
 //! measures training memory against depth; `sll bench flops` counts a step's FLOPs
 //! block by block; `sll bench pipeline` compares the thread pipeline with sequential
-//! training the same way.
+//! training the same way; `sll bench epochs` trains a preset on its real data and sets
+//! each epoch's throughput beside the step bench.
 
+pub mod epochs;
 pub mod flops;
 pub mod memory;
 pub mod pipeline;
