@@ -6,12 +6,13 @@ use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
 use crate::config::{Config, Method, Pipeline, DEFAULT_PRESET};
 use crate::data;
+use crate::predict::TrainedRun;
 use crate::report::compare::{self, RunRecord};
 use crate::report::Summary;
-use crate::train::{self, model::Model};
-use anyhow::{Context, Result};
+use crate::train;
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Stochastic Layer-wise Learning: train networks block by block, each with its own
 /// local loss, no gradient crossing a block (arXiv 2505.05181).
@@ -30,6 +31,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Re-evaluate a finished run from its checkpoint.
     Eval(EvalArgs),
+    /// Classify image files (PNG, JPEG) or a dataset split with a finished run.
+    Predict(PredictArgs),
     /// Download a dataset's official files and verify their checksums.
     Fetch(FetchArgs),
     /// Benchmarks.
@@ -324,6 +327,34 @@ pub struct EvalArgs {
     pub data_dir: Option<String>,
 }
 
+/// `sll predict` options.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Run directory written by `sll train`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Image files to classify (PNG or JPEG; centre-cropped to a square and resized to
+    /// the run's input, grey-scale for MNIST-like runs).
+    pub files: Vec<PathBuf>,
+    /// Classify the first `--first` examples of this split of the run's dataset instead
+    /// (`test` or `train`).
+    #[arg(long, conflicts_with = "files")]
+    pub split: Option<String>,
+    /// Examples of `--split` to classify.
+    #[arg(long, default_value_t = 10, requires = "split")]
+    pub first: usize,
+    /// Classes to print per input, most probable first.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// One JSON object per input instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Data folder, if not the one recorded in the run's config (for `--split`, and
+    /// an image folder's class names).
+    #[arg(long)]
+    pub data_dir: Option<String>,
+}
+
 /// `sll fetch` options.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -343,6 +374,7 @@ pub fn main() -> Result<()> {
         None => train_command(TrainArgs::default()).map(|_| ()),
         Some(Command::Train(args)) => train_command(args).map(|_| ()),
         Some(Command::Eval(args)) => eval_command(&args).map(|_| ()),
+        Some(Command::Predict(args)) => predict_command(&args),
         Some(Command::Fetch(args)) => {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
@@ -560,43 +592,59 @@ pub fn safe_name(name: &str) -> String {
     }
 }
 
+/// `sll predict`: the run's final classifier on image files or a dataset split, the
+/// top classes of each input with their probabilities.
+fn predict_command(args: &PredictArgs) -> Result<()> {
+    if args.files.is_empty() && args.split.is_none() {
+        anyhow::bail!("give image files to classify, or --split test|train");
+    }
+    let run = TrainedRun::load(&args.run, args.data_dir.as_deref())?;
+    let predictions = match &args.split {
+        Some(split) => run.classify_split(split, args.first, args.top)?,
+        None => run.classify_files(&args.files, args.top)?,
+    };
+    for p in &predictions {
+        if args.json {
+            let top: Vec<_> = p
+                .top
+                .iter()
+                .map(|&(c, prob)| serde_json::json!({"class": run.class_name(c), "index": c, "probability": prob}))
+                .collect();
+            let label = p
+                .label
+                .map(|l| serde_json::json!({"class": run.class_name(l), "index": l}));
+            println!(
+                "{}",
+                serde_json::json!({"input": p.input, "label": label, "top": top})
+            );
+        } else {
+            let top: Vec<String> = p
+                .top
+                .iter()
+                .map(|&(c, prob)| format!("{} ({:.2} %)", run.class_name(c), 100.0 * prob))
+                .collect();
+            let label = p
+                .label
+                .map_or(String::new(), |l| format!(" (label {})", run.class_name(l)));
+            println!("{}{label}: {}", p.input, top.join(", "));
+        }
+    }
+    Ok(())
+}
+
 /// `sll eval`: rebuilds the run's model from `config.toml`, loads `model.safetensors`,
 /// evaluates it on the test set and compares with `summary.json`: an error when the
 /// weights hold a NaN or an infinity, or when the accuracy differs from the recorded one.
 pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
     let run = &args.run;
-    let config_path = run.join("config.toml");
-    if !config_path.is_file() {
-        anyhow::bail!(
-            "{} is not a run directory (no config.toml file there)",
-            run.display()
-        );
-    }
-    let text = std::fs::read_to_string(&config_path).with_context(|| {
-        format!(
-            "cannot read {} (is {} a run directory?)",
-            config_path.display(),
-            run.display()
-        )
-    })?;
-    let mut config = Config::from_toml(&text, &config_path.display().to_string())?;
-    config.data.dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => find_data_dir(&config.data.dir, run),
-    };
-    config.validate()?;
-    let device = crate::device::parse(&config.train.device)?;
-    train::init_runtime(&config);
+    let TrainedRun {
+        mut config,
+        model,
+        device,
+        ..
+    } = TrainedRun::load(run, args.data_dir.as_deref())?;
     let (_, test) = train::prepare_data(&mut config, device)?;
-    let model = Model::new(&config, test.classes, train::input_shape(&test), device)?;
     let weights = run.join("model.safetensors");
-    checkpoint::load(&model, &weights)?;
-    if let Some(name) = checkpoint::first_non_finite(&model) {
-        anyhow::bail!(
-            "{}: tensor `{name}` holds NaN or infinite values",
-            weights.display()
-        );
-    }
     let eval = model.evaluate(&test, config.data.eval_batch_size);
     for (i, a) in eval.block_accuracy.iter().enumerate() {
         if let Some(a) = a {
@@ -633,21 +681,6 @@ pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
         );
     }
     Ok(eval)
-}
-
-/// The data folder a run recorded, found as it was given: an absolute path as it is;
-/// a relative one from the current directory, else from the run directory and each
-/// folder above it (a run in `runs/NAME` of a checkout finds `data` of that checkout).
-fn find_data_dir(recorded: &str, run: &Path) -> String {
-    let path = Path::new(recorded);
-    if path.is_absolute() || path.exists() {
-        return recorded.to_string();
-    }
-    let run = std::fs::canonicalize(run).unwrap_or_else(|_| run.to_path_buf());
-    run.ancestors()
-        .map(|dir| dir.join(path))
-        .find(|candidate| candidate.exists())
-        .map_or_else(|| recorded.to_string(), |p| p.display().to_string())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod model;
 pub mod objective;
 pub mod parallel;
+pub mod predict;
 pub mod report;
 pub mod rules;
 pub mod sweep;

@@ -77,8 +77,9 @@ fn list_split(split_dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, i64)
 }
 
 /// Decode the image at `path`, centre-crop it to a square and resize it to
-/// `size`×`size`, writing `[3, size, size]` values in `[0, 1]` into `out`.
-fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
+/// `size`×`size`, writing `[channels, size, size]` values in `[0, 1]` into `out`
+/// (`channels` 1: grey-scale; 3: RGB).
+fn decode_into(path: &Path, channels: usize, size: usize, out: &mut [f32]) -> Result<()> {
     let image = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| {
@@ -95,22 +96,50 @@ fn decode_into(path: &Path, size: usize, out: &mut [f32]) -> Result<()> {
                 path.display(),
                 super::one_line(&e.to_string())
             )
-        })?
-        .to_rgb8();
+        })?;
+    match channels {
+        1 => square_into(&image.to_luma8(), path, size, out),
+        3 => square_into(&image.to_rgb8(), path, size, out),
+        c => bail!(
+            "{}: cannot read an image as {c} channels (1 or 3)",
+            path.display()
+        ),
+    }
+}
+
+/// `image` centre-cropped to a square, resized to `size`×`size` and written
+/// channel-major into `out` as values in `[0, 1]`.
+fn square_into<P>(
+    image: &image::ImageBuffer<P, Vec<u8>>,
+    path: &Path,
+    size: usize,
+    out: &mut [f32],
+) -> Result<()>
+where
+    P: image::Pixel<Subpixel = u8> + 'static,
+{
     let (w, h) = image.dimensions();
     let side = w.min(h);
     if side == 0 {
         bail!("{}: empty image", path.display());
     }
-    let square = image::imageops::crop_imm(&image, (w - side) / 2, (h - side) / 2, side, side).to_image();
+    let square = image::imageops::crop_imm(image, (w - side) / 2, (h - side) / 2, side, side).to_image();
     let resized = image::imageops::resize(&square, size as u32, size as u32, FilterType::Triangle);
     let plane = size * size;
     for (i, pixel) in resized.pixels().enumerate() {
-        for (ch, &v) in pixel.0.iter().enumerate() {
+        for (ch, &v) in pixel.channels().iter().enumerate() {
             out[ch * plane + i] = f32::from(v) / 255.0;
         }
     }
     Ok(())
+}
+
+/// The image at `path` as `[channels, size, size]` values in `[0, 1]`, decoded,
+/// centre-cropped to a square and resized as the image-folder loader does.
+pub fn decode_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; channels * size * size];
+    decode_into(path, channels, size, &mut out)?;
+    Ok(out)
 }
 
 /// Decode `files` at `size` on up to [`MAX_THREADS`] threads into one
@@ -131,7 +160,7 @@ fn decode_split(files: &[(PathBuf, i64)], size: usize, classes: usize) -> Result
                     files
                         .iter()
                         .zip(out.chunks_exact_mut(example))
-                        .try_for_each(|((path, _), out)| decode_into(path, size, out))
+                        .try_for_each(|((path, _), out)| decode_into(path, 3, size, out))
                 })
             })
             .collect();

@@ -313,6 +313,45 @@ pub fn example_shape(name: &str, image_size: usize) -> Result<([i64; 3], Option<
     }
 }
 
+/// The class names of the named dataset, by label: the digits, Fashion-MNIST's and
+/// CIFAR-10's published names, an image folder's class folders under `data_dir/train`
+/// (the order of its labels); CIFAR-100's `classes` labels as numbers.
+pub fn class_names(name: &str, data_dir: &Path, classes: Option<i64>) -> Result<Vec<String>> {
+    const FASHION: [&str; 10] = [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ];
+    const CIFAR10: [&str; 10] = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ];
+    Ok(match name {
+        "mnist" => (0..10).map(|d| d.to_string()).collect(),
+        "fashion-mnist" => FASHION.map(String::from).to_vec(),
+        "cifar10" => CIFAR10.map(String::from).to_vec(),
+        "imagefolder" => imagefolder::image_folder_classes(data_dir).map_err(|e| {
+            anyhow!("the class names of an image-folder run come from its data folder: {e} (give it with --data-dir)")
+        })?,
+        _ => (0..classes.unwrap_or(0)).map(|c| c.to_string()).collect(),
+    })
+}
+
 /// Loads `(train, test)` of the named dataset (see [`known_datasets`]) from
 /// `data_dir`, images of the image folder at
 /// [`imagefolder::DEFAULT_IMAGE_SIZE`]; see [`load_sized`].

@@ -200,7 +200,8 @@ pub fn prepare_data(config: &mut Config, device: Device) -> Result<(Dataset, Dat
     Ok((prepare(train, Device::Cpu)?, prepare(test, device)?))
 }
 
-fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor> {
+/// `images` standardised per channel with `mean` and `std` (one entry per channel).
+pub(crate) fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor> {
     let channels = images.size()[1] as usize;
     if mean.len() != channels {
         bail!(
