@@ -14,6 +14,7 @@ use std::path::Path;
 /// The presets shipped with the tool, usable by name with `--config NAME`.
 pub const PRESETS: &[(&str, &str)] = &[
     ("mnist-mlp", include_str!("../configs/mnist-mlp.toml")),
+    ("mnist-mlp4", include_str!("../configs/mnist-mlp4.toml")),
     (
         "fashion-mnist-mlp",
         include_str!("../configs/fashion-mnist-mlp.toml"),

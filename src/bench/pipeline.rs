@@ -65,9 +65,11 @@ pub fn run(spec: &StepBenchSpec, stages: usize) -> Result<PipelineBenchResult> {
         "train.pipeline=\"threads\"".to_string(),
         format!("train.stages={stages}"),
     ];
+    // The sequential runs are sequential even for a preset that trains as a pipeline.
+    let sequential = ["train.pipeline=\"none\"".to_string()];
     let mut benches = [
-        Bench::new(&with(1, &[]), spec.method)?,
-        Bench::new(&with(threads, &[]), spec.method)?,
+        Bench::new(&with(1, &sequential), spec.method)?,
+        Bench::new(&with(threads, &sequential), spec.method)?,
         Bench::new(&with(1, &pipeline_sets), spec.method)?,
     ];
     for bench in &mut benches {
