@@ -571,6 +571,10 @@ pub struct TrainConfig {
     /// Flush subnormal floating-point numbers to zero in every computing thread (CPU):
     /// much faster once weights drift into subnormals (see `denormals`).
     pub flush_denormals: bool,
+    /// Keep freed memory in the process for the next step instead of returning it to
+    /// the kernel (glibc's mmap and trim thresholds, see `malloc`): far fewer page
+    /// faults per step for convolutional networks.
+    pub keep_freed_memory: bool,
 }
 
 /// How the blocks are scheduled during training.
@@ -611,6 +615,7 @@ impl Default for TrainConfig {
             replicas: 1,
             divergence_factor: 100.0,
             flush_denormals: true,
+            keep_freed_memory: true,
         }
     }
 }

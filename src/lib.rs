@@ -15,6 +15,7 @@ pub mod denormals;
 pub mod device;
 pub mod io;
 pub mod kernels;
+pub mod malloc;
 pub mod model;
 pub mod objective;
 pub mod parallel;

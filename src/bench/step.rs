@@ -135,6 +135,9 @@ impl Bench {
     pub(crate) fn new(spec: &StepBenchSpec, method: Method) -> Result<Self> {
         let (config, input, classes) = bench_setup(spec, method)?;
         train::init_runtime(&config);
+        if config.train.keep_freed_memory {
+            crate::malloc::keep_freed_memory();
+        }
         let device = crate::device::parse(&config.train.device)?;
         let model = Model::new(&config, classes, input, device)?;
         let stages = match config.train.pipeline {

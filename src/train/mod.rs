@@ -391,6 +391,9 @@ fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summar
     let device = crate::device::parse(&config.train.device)?;
     init_runtime(&config);
     let (train, test) = prepare_data(&mut config, device)?;
+    if config.train.keep_freed_memory {
+        crate::malloc::keep_freed_memory();
+    }
     let mut model = Model::new(&config, train.classes, input_shape(&test), device)?;
     let schedule = Schedule::plan(&config, &model)?;
     if let Schedule::Threads(stages) = &schedule {
