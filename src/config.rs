@@ -157,6 +157,16 @@ pub enum Norm {
     Batch,
 }
 
+/// How the scales γ of the network's batch-norm layers start.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NormInit {
+    /// U(0, 1): tch's default, what every run before this setting used.
+    Uniform,
+    /// 1: PyTorch's default.
+    Ones,
+}
+
 /// Input stem of a ResNet.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -231,6 +241,9 @@ pub struct ModelConfig {
     pub activation: Activation,
     /// Normalisation after each linear map.
     pub norm: Norm,
+    /// Initial scales γ of the network's batch-norm layers: `uniform` (U(0, 1), tch's
+    /// default) or `ones` (PyTorch's). Auxiliary heads keep `uniform`.
+    pub norm_init: NormInit,
     /// Layers (MLP), conv stages (CNN) or residual blocks (ResNet) grouped into one
     /// block (one local objective per block).
     pub block_size: usize,
@@ -306,6 +319,7 @@ impl Default for ModelConfig {
             token_pool: TokenPool::Mean,
             activation: Activation::Relu,
             norm: Norm::None,
+            norm_init: NormInit::Uniform,
             block_size: 1,
             modules: 0,
         }

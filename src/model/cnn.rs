@@ -136,8 +136,13 @@ pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network
         let mut stages = vec![];
         for (s, &(index, c_out)) in chunk.iter().enumerate() {
             let stage_path = &path / format!("stage{}", s + 1);
-            let batch_norm = (config.norm == Norm::Batch)
-                .then(|| nn::batch_norm2d(&stage_path / "norm", c_out, Default::default()));
+            let batch_norm = (config.norm == Norm::Batch).then(|| {
+                nn::batch_norm2d(
+                    &stage_path / "norm",
+                    c_out,
+                    super::batch_norm_config(config.norm_init),
+                )
+            });
             let shape = ConvShape {
                 c_in,
                 c_out,

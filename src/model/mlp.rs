@@ -2,7 +2,7 @@
 //! consecutive layers form one block.
 
 use super::{Block, InputShape, Network, Pooling};
-use crate::config::{Activation, ModelConfig, Norm};
+use crate::config::{Activation, ModelConfig, Norm, NormInit};
 use tch::{nn, nn::Module, nn::ModuleT, Device, Tensor};
 
 /// One Linear → (LayerNorm | BatchNorm) → activation layer.
@@ -15,12 +15,19 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(path: nn::Path, in_dim: i64, out_dim: i64, norm: Norm, activation: Activation) -> Self {
+    fn new(
+        path: nn::Path,
+        in_dim: i64,
+        out_dim: i64,
+        norm: (Norm, NormInit),
+        activation: Activation,
+    ) -> Self {
+        let (norm, norm_init) = norm;
         let linear = super::linear(&path / "linear", in_dim, out_dim);
         let layer_norm =
             (norm == Norm::Layer).then(|| nn::layer_norm(&path / "norm", vec![out_dim], Default::default()));
-        let batch_norm =
-            (norm == Norm::Batch).then(|| nn::batch_norm1d(&path / "norm", out_dim, Default::default()));
+        let batch_norm = (norm == Norm::Batch)
+            .then(|| nn::batch_norm1d(&path / "norm", out_dim, super::batch_norm_config(norm_init)));
         Self {
             linear,
             layer_norm,
@@ -92,7 +99,7 @@ pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network
                 layer_path,
                 in_dim,
                 width,
-                config.norm,
+                (config.norm, config.norm_init),
                 config.activation,
             ));
             in_dim = width;

@@ -56,6 +56,16 @@ pub trait Block: std::fmt::Debug + Send {
     fn forward_flops(&self) -> (f64, f64);
 }
 
+/// The batch-norm settings of the network's layers: scales γ from `init` (tch's U(0, 1)
+/// or PyTorch's 1), shifts 0.
+pub fn batch_norm_config(init: crate::config::NormInit) -> nn::BatchNormConfig {
+    let mut config = nn::BatchNormConfig::default();
+    if init == crate::config::NormInit::Ones {
+        config.ws_init = nn::Init::Const(1.0);
+    }
+    config
+}
+
 /// A linear layer initialised as PyTorch's `nn.Linear` is: weights and biases
 /// U(−1/√fan_in, 1/√fan_in). (tch's default Kaiming-ReLU weights are √6 times wider,
 /// which trains measurably worse here.)

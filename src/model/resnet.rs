@@ -31,7 +31,13 @@ impl ConvNorm {
         let batch_norm = config.norm == Norm::Batch;
         Self {
             conv: conv(&path / "conv", shape, !batch_norm, config.channels_last),
-            norm: batch_norm.then(|| nn::batch_norm2d(&path / "norm", shape.c_out, Default::default())),
+            norm: batch_norm.then(|| {
+                nn::batch_norm2d(
+                    &path / "norm",
+                    shape.c_out,
+                    super::batch_norm_config(config.norm_init),
+                )
+            }),
         }
     }
 
@@ -254,6 +260,35 @@ mod tests {
         sets.extend(["model.kind=resnet".into(), "model.norm=batch".into()]);
         let config = Config::load(None, &sets).unwrap();
         Network::new(&config.model, input, Device::Cpu).unwrap()
+    }
+
+    /// Every batch-norm scale γ of the network.
+    fn norm_scales(net: &Network) -> Vec<f32> {
+        let mut scales = vec![];
+        for store in &net.stores {
+            for (name, t) in store.variables() {
+                if name.ends_with("norm.weight") {
+                    scales.extend(Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap());
+                }
+            }
+        }
+        scales
+    }
+
+    #[test]
+    fn norm_init_sets_the_batch_norm_scales() {
+        let _turn = crate::libtorch_turn();
+        tch::manual_seed(0);
+        let input = [3, 32, 32];
+        let ones = norm_scales(&network(&["model.norm_init=\"ones\""], input));
+        // Stem + 3 stages × 3 blocks × 2 convs (+ the shortcut projections' norms).
+        assert!(ones.len() >= 16 * 19, "{} scales", ones.len());
+        assert!(ones.iter().all(|&g| g == 1.0));
+        let uniform = norm_scales(&network(&[], input));
+        assert_eq!(uniform.len(), ones.len());
+        assert!(uniform.iter().all(|&g| (0.0..1.0).contains(&g)));
+        let mean = uniform.iter().sum::<f32>() / uniform.len() as f32;
+        assert!((mean - 0.5).abs() < 0.05, "U(0, 1) scales average {mean}");
     }
 
     fn output(net: &Network, x: &Tensor) -> Vec<Vec<i64>> {
