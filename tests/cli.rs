@@ -1,16 +1,8 @@
 //! The `sll` binary end to end: train, eval, and one-line errors for user mistakes.
 
 mod common;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn sll(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sll"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
+use common::sll;
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

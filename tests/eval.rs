@@ -2,14 +2,10 @@
 //! accuracy, and exits non-zero when the accuracy differs from the recorded one or the
 //! weights hold NaN or infinite values. The real binary on the MNIST shipped in `data/`.
 
+mod common;
+use common::sll;
 use std::path::Path;
-use std::process::{Command, Output};
-
-const SLL: &str = env!("CARGO_BIN_EXE_sll");
-
-fn sll(args: &[&str], cwd: &Path) -> Output {
-    Command::new(SLL).args(args).current_dir(cwd).output().unwrap()
-}
+use std::process::Output;
 
 fn stderr_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr)

@@ -5,6 +5,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
+/// Runs the `sll` binary with `args` in `cwd` and returns what it did.
+#[allow(dead_code)]
+pub fn sll(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sll"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
 /// The repository's own data dir, which ships MNIST (`data/mnist/`): tests on
 /// MNIST read it, so they run on a fresh clone.
 #[allow(dead_code)]
