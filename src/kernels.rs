@@ -1,5 +1,5 @@
 //! Fast CPU paths for the SLL objective (measured with `sll bench step`, figures in
-//! the README's Speed section).
+//! docs/performance.md).
 //!
 //! - [`fused_divergence`]: block i's whole divergence term in one pass over the rows of
 //!   the minibatch, in place of a dozen libtorch operations (each a dispatch and an

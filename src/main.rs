@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 /// parallel region; on a 2-core machine that worker then competes with the serial
 /// parts of a step (optimizer updates, the SLL objective's own kernels). `sll bench
 /// step` measured up to ~1.4× more samples/s for the SLL MLP step with 1,000–10,000
-/// (README, Speed). libgomp reads the variable when it is loaded, before `main`, so the
+/// (docs/performance.md). libgomp reads the variable when it is loaded, before `main`, so the
 /// binary re-executes itself once with it set.
 const GOMP_SPINCOUNT: &str = "10000";
 

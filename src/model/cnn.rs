@@ -80,7 +80,7 @@ impl Stage {
 }
 
 /// The same values laid out channels-last (NHWC strides, NCHW shape), which oneDNN's
-/// convolutions run faster on (README, Speed); a no-op if already so.
+/// convolutions run faster on (docs/performance.md); a no-op if already so.
 pub fn channels_last_layout(t: &Tensor) -> Tensor {
     let nhwc = t.permute([0, 2, 3, 1]);
     if nhwc.is_contiguous() {

@@ -12,7 +12,7 @@
 //! p ← p − η/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
 //! ```
 //!
-//! `sll bench step` measures it against libtorch's optimizer (see README, Speed).
+//! `sll bench step` measures it against libtorch's optimizer (see docs/performance.md).
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
