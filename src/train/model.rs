@@ -64,6 +64,19 @@ impl Model {
         crate::model::footprint::check(config, classes, input, device)?;
         config.validate_for_classes(classes)?;
         let network = Network::new(&config.model, input, device)?;
+        Self::with_network(config, network, classes, input, device)
+    }
+
+    /// The model of `config` around a network built elsewhere (blocks of your own: see
+    /// `examples/custom_block.rs`): the rules of `config.train.method` with the heads
+    /// and objective of `config`, one per block of `network`.
+    pub fn with_network(
+        config: &Config,
+        network: Network,
+        classes: i64,
+        input: InputShape,
+        device: Device,
+    ) -> Result<Self> {
         let objective = effective_objective(config);
         let method = config.train.method;
         let shapes = rules::output_shapes(&network, input, device);
