@@ -1,4 +1,8 @@
-//! The `sll` command line: `train`, `eval`, `fetch`, `bench`, `report`, `sweep`.
+//! The `sll` command line: `train`, `eval`, `predict`, `fetch`, `bench`, `report`, `sweep`.
+//!
+//! The doc comments of the argument structs are clap's `--help` texts, written for the
+//! terminal (`[default: ...]`, `<name>`), not as rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use crate::bench::epochs::EpochBenchSpec;
 use crate::bench::memory::{self, MemoryMethod, MemorySpec};

@@ -259,7 +259,7 @@ impl SrhtTable {
 }
 
 /// The in-place fast Walsh–Hadamard transform x ← H x (unnormalised) of `lanes`
-/// interleaved vectors (x is [n][lanes], n a power of two): log2(n) rounds of
+/// interleaved vectors (x is `[n][lanes]`, n a power of two): log2(n) rounds of
 /// butterflies (a, b) → (a + b, a − b).
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub fn fwht(x: &mut [f32], lanes: usize) {

@@ -34,7 +34,7 @@ pub const INFOPRO_FEATURES: i64 = 128;
 pub enum OutputShape {
     /// A feature map [C, H, W].
     Map { channels: i64, height: i64, width: i64 },
-    /// Anything else ([D] vectors, [T, D] tokens): only its pooled size counts.
+    /// Anything else (`[D]` vectors, `[T, D]` tokens): only its pooled size counts.
     Other,
 }
 
