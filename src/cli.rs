@@ -266,7 +266,7 @@ pub struct StepArgs {
 /// `sll train` options; each overrides the config.
 #[derive(Debug, Args, Default)]
 pub struct TrainArgs {
-    /// Config file, or a preset name: mnist-mlp, fashion-mnist-mlp, mnist-vit, cifar10-vgg,
+    /// Config file, or a preset name: mnist-mlp, mnist-mlp4, fashion-mnist-mlp, mnist-vit, cifar10-vgg,
     /// cifar10-resnet, cifar10-resnet32, cifar10-vit, imagefolder-resnet; the GPU-sized
     /// ones end in -full (cifar10-vgg-full, cifar10-resnet-full, cifar10-resnet32-full,
     /// cifar10-vit-full, imagefolder-resnet-full).
