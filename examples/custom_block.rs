@@ -7,9 +7,8 @@
 
 use anyhow::Result;
 use sll::config::Config;
-use sll::data::shuffled_batches;
 use sll::model::{Block, Network, Pooling};
-use sll::train::{self, model::Model, optim::LrSchedule};
+use sll::train::{self, model::Model};
 use tch::{nn, nn::Module, Device, Tensor};
 
 /// x + W2·relu(W1·x) on flattened inputs of `width` features (the first block projects
@@ -94,14 +93,7 @@ fn train_residual_blocks(epochs: usize) -> Result<f64> {
         input_dim: input.iter().product(),
     };
     let model = Model::with_network(&config, network, 10, input, Device::Cpu)?;
-    let steps = train_set.len().div_ceil(config.data.batch_size);
-    let schedule = LrSchedule::new(&config.optim, steps, steps * epochs);
-    let mut optimizers = train::build_optimizers(&config, &model, &schedule)?;
-    for epoch in 1..=epochs {
-        for (x, y) in shuffled_batches(&train_set, config.data.batch_size, config.train.seed, epoch) {
-            train::train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
-        }
-    }
+    train::fit(&config, &model, &train_set, epochs)?;
     Ok(model.evaluate(&test_set, config.data.eval_batch_size).accuracy)
 }
 

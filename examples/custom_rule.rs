@@ -6,10 +6,10 @@
 
 use anyhow::Result;
 use sll::config::Config;
-use sll::data::{shuffled_batches, Dataset};
+use sll::data::Dataset;
 use sll::model::{InputShape, Network, Pooling};
 use sll::rules::{LocalLoss, LocalRule};
-use sll::train::{self, model::Model, optim::LrSchedule};
+use sll::train::{self, model::Model};
 use tch::{nn, nn::Module, Device, Tensor};
 
 /// CE with smoothed labels through a linear head on pool(h).
@@ -85,14 +85,7 @@ fn train_with_smoothed_ce(epochs: usize) -> Result<f64> {
             }) as Box<dyn LocalRule>
         })
         .collect();
-    let steps = train_set.len().div_ceil(config.data.batch_size);
-    let schedule = LrSchedule::new(&config.optim, steps, steps * epochs);
-    let mut optimizers = train::build_optimizers(&config, &model, &schedule)?;
-    for epoch in 1..=epochs {
-        for (x, y) in shuffled_batches(&train_set, config.data.batch_size, config.train.seed, epoch) {
-            train::train_step(config.train.method, &model, &mut optimizers, &x, &y)?;
-        }
-    }
+    train::fit(&config, &model, &train_set, epochs)?;
     let eval = model.evaluate(&test_set, config.data.eval_batch_size);
     Ok(eval.accuracy)
 }

@@ -260,6 +260,22 @@ pub fn train_step(
     }
 }
 
+/// Trains `model` on `data` for `epochs` epochs with the optimizers and schedule of
+/// `config`, in memory: the plain loop of shuffled minibatches and [`train_step`], with
+/// no run directory, checkpoint, evaluation or pipeline (what `examples/` use; `sll
+/// train` is [`run`]).
+pub fn fit(config: &Config, model: &Model, data: &Dataset, epochs: usize) -> Result<()> {
+    let steps = data.len().div_ceil(config.data.batch_size);
+    let schedule = LrSchedule::new(&config.optim, steps, steps * epochs);
+    let mut optimizers = build_optimizers(config, model, &schedule)?;
+    for epoch in 1..=epochs {
+        for (x, y) in data::shuffled_batches(data, config.data.batch_size, config.train.seed, epoch) {
+            train_step(config.train.method, model, &mut optimizers, &x, &y)?;
+        }
+    }
+    Ok(())
+}
+
 /// How the blocks of a run are scheduled.
 enum Schedule {
     Sequential,
