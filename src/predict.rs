@@ -151,8 +151,9 @@ impl TrainedRun {
         }
         let k = k.min(self.classes.len());
         let mut out = vec![];
-        for (start, chunk) in inputs.chunks(self.config.data.eval_batch_size.max(1)).enumerate() {
-            let first = (start * self.config.data.eval_batch_size.max(1)) as i64;
+        let batch = self.config.data.eval_batch_size.max(1);
+        for (start, chunk) in inputs.chunks(batch).enumerate() {
+            let first = (start * batch) as i64;
             let p = self.probabilities(&images.narrow(0, first, chunk.len() as i64))?;
             let (values, indices) = p.topk(k as i64, -1, true, true);
             let values = Vec::<Vec<f64>>::try_from(&values.to_kind(Kind::Double))?;
