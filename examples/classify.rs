@@ -48,7 +48,7 @@ fn demo() -> Result<()> {
             format!("data.dir={data:?}"),
         ],
     )?;
-    let summary = sll::train::run(config, &dir.path().join("run"))?;
+    let summary = sll::run::run(config, &dir.path().join("run"))?;
     println!("trained: test accuracy {:.2} %", 100.0 * summary.test_accuracy);
 
     let (_, test) = sll::data::load("mnist", Path::new(data))?;

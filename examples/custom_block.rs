@@ -7,8 +7,9 @@
 
 use anyhow::Result;
 use sll::config::Config;
+use sll::learner::Model;
 use sll::model::{Block, Network, Pooling};
-use sll::train::{self, model::Model};
+use sll::train;
 use tch::{nn, nn::Module, Device, Tensor};
 
 /// x + W2·relu(W1·x) on flattened inputs of `width` features (the first block projects

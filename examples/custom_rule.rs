@@ -7,9 +7,10 @@
 use anyhow::Result;
 use sll::config::Config;
 use sll::data::Dataset;
+use sll::learner::Model;
 use sll::model::{InputShape, Network, Pooling};
 use sll::rules::{LocalLoss, LocalRule};
-use sll::train::{self, model::Model};
+use sll::train;
 use tch::{nn, nn::Module, Device, Tensor};
 
 /// CE with smoothed labels through a linear head on pool(h).

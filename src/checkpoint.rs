@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::io::write_atomic;
-use crate::train::model::Model;
+use crate::learner::Model;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};

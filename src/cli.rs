@@ -489,7 +489,7 @@ fn bench_memory_command(args: &MemoryArgs) -> Result<()> {
         memory::print_table(&results);
     }
     if let Some(path) = &args.plot {
-        crate::report::plot::memory_vs_depth(&results, path)?;
+        crate::bench::memory::plot(&results, path)?;
     }
     Ok(())
 }
@@ -546,8 +546,8 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
 /// ranks other than 0, which leave the run directory to rank 0).
 pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
     if let Some(dir) = &args.resume {
-        train::interrupt::install();
-        let summary = train::resume(dir, args.epochs)?;
+        crate::run::interrupt::install();
+        let summary = crate::run::resume(dir, args.epochs)?;
         println!("run directory: {}", dir.display());
         return Ok((dir.clone(), Some(summary)));
     }
@@ -560,9 +560,9 @@ pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
         PathBuf::from("runs").join(safe_name(&name))
     });
     if config.train.pipeline != Pipeline::Mpi {
-        train::interrupt::install();
+        crate::run::interrupt::install();
     }
-    let summary = train::run_rank(config, &out)?;
+    let summary = crate::run::run_rank(config, &out)?;
     if summary.is_some() {
         println!("run directory: {}", out.display());
     }
@@ -639,7 +639,7 @@ fn predict_command(args: &PredictArgs) -> Result<()> {
 /// `sll eval`: rebuilds the run's model from `config.toml`, loads `model.safetensors`,
 /// evaluates it on the test set and compares with `summary.json`: an error when the
 /// weights hold a NaN or an infinity, or when the accuracy differs from the recorded one.
-pub fn eval_command(args: &EvalArgs) -> Result<train::model::Evaluation> {
+pub fn eval_command(args: &EvalArgs) -> Result<crate::learner::Evaluation> {
     let run = &args.run;
     let TrainedRun {
         mut config,

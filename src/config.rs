@@ -706,7 +706,7 @@ impl Config {
     }
 
     /// `local` and `bp` have no divergence term: records β = 0 and prior = "none", the
-    /// values they train with (see `train::model::effective_objective`), so that a run's
+    /// values they train with (see `learner::effective_objective`), so that a run's
     /// `config.toml` says what was trained. With `sets`, warns on one line about the
     /// objective keys among them that such a method ignores (a preset's or a file's own
     /// values are not warned about).

@@ -13,8 +13,10 @@ pub mod config;
 pub mod data;
 pub mod denormals;
 pub mod device;
+pub mod heap;
 pub mod io;
 pub mod kernels;
+pub mod learner;
 pub mod malloc;
 pub mod model;
 pub mod objective;
@@ -22,6 +24,7 @@ pub mod parallel;
 pub mod predict;
 pub mod report;
 pub mod rules;
+pub mod run;
 pub mod sweep;
 pub mod train;
 

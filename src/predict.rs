@@ -16,7 +16,8 @@
 use crate::checkpoint;
 use crate::config::Config;
 use crate::data::{self, Dataset};
-use crate::train::{self, model::Model};
+use crate::learner::Model;
+use crate::train;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};

@@ -15,7 +15,8 @@
 
 use sll::checkpoint;
 use sll::config::{Config, Method};
-use sll::train::{self, model::Model, optim::LrSchedule};
+use sll::learner::Model;
+use sll::train::{self, optim::LrSchedule};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;

@@ -2,7 +2,7 @@
 //! live-byte count is process-wide, so other tests allocating at the same time would
 //! disturb it).
 
-use sll::report::memory::{live_bytes, PeakTracker};
+use sll::heap::{live_bytes, PeakTracker};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
@@ -16,7 +16,7 @@ fn peak_tracker_sees_three_tensors_of_4_mib_and_their_release() {
     let a = four_mib();
     let b = four_mib();
     let c = four_mib();
-    sll::report::memory::probe();
+    sll::heap::probe();
     let with_three = live_bytes();
     drop(b);
     let with_two = live_bytes();

@@ -45,7 +45,7 @@ fn mpirun(ranks: usize, out: &Path, extra: &[&str]) -> Output {
 fn three_ranks_train_the_same_weights_as_sequential() {
     let dir = tempfile::tempdir().unwrap();
     let sequential = dir.path().join("sequential");
-    train::run(Config::load(None, &small_sets()).unwrap(), &sequential).unwrap();
+    sll::run::run(Config::load(None, &small_sets()).unwrap(), &sequential).unwrap();
     let run = dir.path().join("mpi");
     let output = mpirun(3, &run, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -164,7 +164,7 @@ fn three_ranks_on_two_hosts_train_the_same_weights_as_sequential() {
     assert!(received >= 2 * 1500 * 256 * 4, "B received only {received} bytes");
 
     let sequential = dir.path().join("sequential");
-    train::run(Config::load(None, &small_sets()).unwrap(), &sequential).unwrap();
+    sll::run::run(Config::load(None, &small_sets()).unwrap(), &sequential).unwrap();
     assert_same_training(&sequential, &run, "3 MPI ranks on 2 hosts");
 }
 

@@ -4,7 +4,6 @@
 
 use sll::cli::{resolve_train_config, TrainArgs};
 use sll::config::{Config, Pipeline};
-use sll::train;
 
 mod common;
 use common::{assert_same_training, small_sets};
@@ -33,7 +32,7 @@ fn pipeline_trains_the_same_weights_as_sequential() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
     let sequential = dir.path().join("sequential");
-    train::run(small_config(&[]), &sequential).unwrap();
+    sll::run::run(small_config(&[]), &sequential).unwrap();
     // The last setting also places each stage on a device of its own (both the CPU
     // here: what runs is the placement and the per-stage moves of a multi-GPU run).
     for (stages, devices) in [(0, "[]"), (2, "[\"cpu\", \"cpu\"]")] {
@@ -43,7 +42,7 @@ fn pipeline_trains_the_same_weights_as_sequential() {
             &format!("train.stages={stages}"),
             &format!("train.stage_devices={devices}"),
         ]);
-        train::run(config, &run).unwrap();
+        sll::run::run(config, &run).unwrap();
         assert_same_training(&sequential, &run, &format!("stages = {stages}"));
     }
 }
@@ -62,7 +61,10 @@ fn failing_stage_stops_the_pipeline_and_is_named() {
         "train.divergence_factor=0",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let e = format!("{:#}", train::run(config, &dir.path().join("run")).unwrap_err());
+    let e = format!(
+        "{:#}",
+        sll::run::run(config, &dir.path().join("run")).unwrap_err()
+    );
     assert!(
         e.starts_with("stage ") && e.contains("(block") && e.contains("non-finite") && e.contains("epoch 1"),
         "{e}"
@@ -94,7 +96,7 @@ fn pipeline_settings_are_checked_and_reach_the_config() {
     assert!(e.contains("train.pipeline") && e.contains("bp"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     let too_many = small_config(&["train.pipeline=\"threads\"", "train.stages=4"]);
-    let e = train::run(too_many, &dir.path().join("run"))
+    let e = sll::run::run(too_many, &dir.path().join("run"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("train.stages") && e.contains("3 blocks"), "{e}");
@@ -103,7 +105,7 @@ fn pipeline_settings_are_checked_and_reach_the_config() {
         "train.stages=2",
         "train.stage_devices=[\"cpu\"]",
     ]);
-    let e = train::run(devices, &dir.path().join("devices"))
+    let e = sll::run::run(devices, &dir.path().join("devices"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("train.stage_devices") && e.contains("2 stages"), "{e}");
@@ -120,7 +122,9 @@ fn pipeline_settings_are_checked_and_reach_the_config() {
     #[cfg(not(feature = "mpi"))]
     {
         let mpi = small_config(&["train.pipeline=\"mpi\""]);
-        let e = train::run(mpi, &dir.path().join("mpi")).unwrap_err().to_string();
+        let e = sll::run::run(mpi, &dir.path().join("mpi"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("train.pipeline") && e.contains("--features mpi"),
             "{e}"

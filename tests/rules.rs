@@ -5,7 +5,8 @@
 mod common;
 use common::{assert_same_training, snapshot, REPO_DATA};
 use sll::config::Config;
-use sll::train::{self, model::Model, optim::LrSchedule, optim::Optimizer, sequential};
+use sll::learner::Model;
+use sll::train::{optim::LrSchedule, optim::Optimizer, sequential};
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
@@ -105,10 +106,10 @@ fn every_rule_trains_the_same_in_the_pipeline_as_sequentially() {
     let dir = tempfile::tempdir().unwrap();
     for method in RULES {
         let sequential = dir.path().join(format!("{method}-sequential"));
-        train::run(cnn(method, 600, &[]), &sequential).unwrap();
+        sll::run::run(cnn(method, 600, &[]), &sequential).unwrap();
         let piped = dir.path().join(format!("{method}-pipeline"));
         let config = cnn(method, 600, &["train.pipeline=\"threads\"", "train.stages=2"]);
-        train::run(config, &piped).unwrap();
+        sll::run::run(config, &piped).unwrap();
         assert_same_training(&sequential, &piped, method);
         // The rule's named terms reach metrics.jsonl.
         let metrics = std::fs::read_to_string(sequential.join("metrics.jsonl")).unwrap();
@@ -145,7 +146,7 @@ fn every_rule_learns_in_three_short_epochs() {
                 "model.channels=[16, 32, 32]",
             ],
         );
-        let summary = train::run(config, &dir.path().join(method)).unwrap();
+        let summary = sll::run::run(config, &dir.path().join(method)).unwrap();
         eprintln!("{method}: {:.2} %", 100.0 * summary.test_accuracy);
         assert!(summary.test_accuracy > 0.6, "{method}: {}", summary.test_accuracy);
     }

@@ -5,7 +5,8 @@ mod common;
 use common::snapshot;
 use sll::checkpoint;
 use sll::config::{Config, Method};
-use sll::train::{self, model::Model, optim::LrSchedule, optim::Optimizer, sequential};
+use sll::learner::Model;
+use sll::train::{self, optim::LrSchedule, optim::Optimizer, sequential};
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
@@ -35,7 +36,7 @@ fn small_config(method: &str, epochs: usize, extra: &[&str]) -> Config {
 fn train(config: Config) -> (sll::report::Summary, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let summary = train::run(config, &out).unwrap();
+    let summary = sll::run::run(config, &out).unwrap();
     (summary, dir)
 }
 
@@ -209,7 +210,10 @@ fn non_finite_loss_stops_and_names_block_and_epoch() {
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let e = format!("{:#}", train::run(config, &dir.path().join("run")).unwrap_err());
+    let e = format!(
+        "{:#}",
+        sll::run::run(config, &dir.path().join("run")).unwrap_err()
+    );
     assert!(
         e.contains("block") && e.contains("epoch 1") && e.contains("non-finite"),
         "{e}"

@@ -101,7 +101,7 @@ pub fn run(spec: &EpochBenchSpec) -> Result<EpochBenchResult> {
         spec.epochs,
         out.display()
     );
-    crate::train::run(config.clone(), &out)?;
+    crate::run::run(config.clone(), &out)?;
     let run = RunRecord::load(&out)?;
     let epochs: Vec<f64> = run.metrics.iter().map(|m| m.train_samples_per_second).collect();
     if epochs.len() < 2 {

@@ -20,9 +20,10 @@
 
 use super::step::{bench_setup, StepBenchSpec};
 use crate::config::{Method, ModelConfig};
-use crate::report::memory::PeakTracker;
-use crate::report::peak_rss_bytes;
-use crate::train::{self, bp, model::Model, optim::LrSchedule};
+use crate::heap::{peak_rss_bytes, PeakTracker};
+use crate::learner::Model;
+use crate::report::plot::{memory_vs_depth, MemoryPoint};
+use crate::train::{self, bp, optim::LrSchedule};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -308,4 +309,21 @@ pub fn print_table(results: &[MemoryResult]) {
             mib(r.peak_rss_bytes as usize)
         );
     }
+}
+
+/// `sll bench memory --plot`: memory against depth per method, as a PNG at `path`.
+pub fn plot(results: &[MemoryResult], path: &std::path::Path) -> Result<()> {
+    let points: Vec<MemoryPoint> = results
+        .iter()
+        .map(|r| MemoryPoint {
+            method: r.method.clone(),
+            depth: r.depth,
+            activation_bytes: r.activation_peak_bytes,
+            total_bytes: r.parameter_bytes + r.gradient_bytes + r.optimizer_bytes + r.activation_peak_bytes,
+        })
+        .collect();
+    let (model, batch) = results
+        .first()
+        .map_or(("", 0), |r| (r.model.as_str(), r.batch_size));
+    memory_vs_depth(model, batch, &points, path)
 }

@@ -14,9 +14,10 @@
 //! pooled to 2×2 for images), Adam lr 1e-3.
 
 use crate::config::{Config, Method, Pipeline};
+use crate::learner::Model;
 use crate::model::InputShape;
 use crate::train::pipeline::{thread_cpu_seconds, Stages};
-use crate::train::{self, model::Model, optim::LrSchedule, EpochProgress};
+use crate::train::{self, optim::LrSchedule, progress::EpochProgress};
 use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -202,7 +203,7 @@ impl Bench {
                 vec![thread_cpu_seconds() - cpu_start]
             }
             Some(stages) => {
-                let guard = train::LossGuard::new(0.0, vec![]);
+                let guard = crate::train::progress::LossGuard::new(0.0, vec![]);
                 let progress = EpochProgress::new(ProgressBar::hidden(), 1, String::new(), &guard);
                 stages.train_epoch(&mut self.model, &mut self.optimizers, batches, &progress)?
             }
@@ -307,7 +308,7 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
         (1.0 - median(ratios)).max(0.0)
     };
     let batch = bench.batch_size();
-    let flops = super::flops::count(&bench.model).per_step(batch);
+    let flops = crate::learner::flops::count(&bench.model).per_step(batch);
     Ok(StepBenchResult {
         model: spec.model.clone(),
         method: spec.method.to_string(),

@@ -548,8 +548,8 @@ pub fn check(config: &Config, classes: i64, input: InputShape, device: Device) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::learner::Model;
     use crate::model::Network;
-    use crate::train::model::Model;
 
     fn config(sets: &[&str]) -> Config {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();

@@ -1,12 +1,11 @@
 //! PNG plots without Python: memory against depth per method (`sll bench memory
-//! --plot`) and learning curves of several runs (`sll report --plot`), drawn with
+//! --plot`, from [`crate::bench::memory::plot`]) and learning curves of several runs (`sll report --plot`), drawn with
 //! `plotters` into an RGB buffer and written with the `image` crate's PNG encoder.
 //!
 //! Text uses a font compiled into the binary (DejaVu Sans cut down to ASCII, 10 KB,
 //! `assets/`), so nothing is needed from the system (no fontconfig, no freetype).
 
 use super::compare::RunRecord;
-use crate::bench::memory::MemoryResult;
 use anyhow::{bail, Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::ImageEncoder;
@@ -155,36 +154,47 @@ pub fn sweep_accuracy(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Memory against depth, one line per method: the activation/workspace peak (left)
-/// and the total of parameters, gradients, optimizer state and activations (right).
-pub fn memory_vs_depth(results: &[MemoryResult], path: &Path) -> Result<()> {
-    if results.is_empty() {
+/// One measurement of a memory-against-depth plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryPoint {
+    /// The line it belongs to (a method).
+    pub method: String,
+    /// The network's depth (x).
+    pub depth: usize,
+    /// Peak bytes of activations and workspace (left panel).
+    pub activation_bytes: usize,
+    /// Parameters, gradients, optimizer state and activations (right panel).
+    pub total_bytes: usize,
+}
+
+/// Memory against depth of `model` at minibatch `batch`, one line per method: the
+/// activation/workspace peak (left) and the total of parameters, gradients, optimizer
+/// state and activations (right).
+pub fn memory_vs_depth(model: &str, batch: usize, points: &[MemoryPoint], path: &Path) -> Result<()> {
+    if points.is_empty() {
         bail!("nothing to plot");
     }
     let mut methods: Vec<&str> = vec![];
-    for r in results {
-        if !methods.contains(&r.method.as_str()) {
-            methods.push(&r.method);
+    for p in points {
+        if !methods.contains(&p.method.as_str()) {
+            methods.push(&p.method);
         }
     }
-    let series = |value: &dyn Fn(&MemoryResult) -> usize| -> Vec<Series> {
+    let series = |value: &dyn Fn(&MemoryPoint) -> usize| -> Vec<Series> {
         methods
             .iter()
             .map(|m| {
-                let pts = results
+                let pts = points
                     .iter()
-                    .filter(|r| r.method == *m)
-                    .map(|r| (r.depth as f64, value(r) as f64 / MIB))
+                    .filter(|p| p.method == *m)
+                    .map(|p| (p.depth as f64, value(p) as f64 / MIB))
                     .collect();
                 (m.to_string(), pts)
             })
             .collect()
     };
-    let activations = series(&|r| r.activation_peak_bytes);
-    let total =
-        series(&|r| r.parameter_bytes + r.gradient_bytes + r.optimizer_bytes + r.activation_peak_bytes);
-    let model = &results[0].model;
-    let batch = results[0].batch_size;
+    let activations = series(&|p| p.activation_bytes);
+    let total = series(&|p| p.total_bytes);
     two_panels(path, |left, right| {
         let title = format!("{model}, batch {batch}: activations + workspace");
         panel(left, &title, "depth", "peak MiB", &activations, false)?;
@@ -246,17 +256,11 @@ mod tests {
 
     #[test]
     fn memory_plot_is_a_png_of_the_stated_size() {
-        let result = |method: &str, depth: usize, act: usize| MemoryResult {
-            model: "mlp".into(),
+        let result = |method: &str, depth: usize, act: usize| MemoryPoint {
             method: method.into(),
             depth,
-            blocks: depth,
-            batch_size: 128,
-            parameter_bytes: depth << 22,
-            gradient_bytes: depth << 22,
-            optimizer_bytes: depth << 23,
-            activation_peak_bytes: act,
-            peak_rss_bytes: 0,
+            activation_bytes: act,
+            total_bytes: (depth << 24) + act,
         };
         let results = [
             result("sll", 2, 3 << 20),
@@ -266,11 +270,11 @@ mod tests {
         ];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory.png");
-        memory_vs_depth(&results, &path).unwrap();
+        memory_vs_depth("mlp", 128, &results, &path).unwrap();
         let picture = image::open(&path).unwrap().to_rgb8();
         assert_eq!(picture.dimensions(), SIZE);
         // Not blank: some pixels are neither white nor grey (the coloured lines).
         assert!(picture.pixels().any(|p| p[0] != p[1] || p[1] != p[2]));
-        assert!(memory_vs_depth(&[], &path).is_err());
+        assert!(memory_vs_depth("mlp", 128, &[], &path).is_err());
     }
 }

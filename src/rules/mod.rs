@@ -24,6 +24,7 @@ pub mod infopro;
 pub mod local;
 pub mod predsim;
 pub mod sll;
+pub mod terms;
 
 use crate::config::{Config, HeadKind, Method};
 

@@ -2,10 +2,10 @@
 //! one global cross-entropy, one optimizer over every parameter. The baseline SLL is
 //! measured against, plain and with activation checkpointing per block.
 
-use super::model::Model;
 use super::optim::Optimizer;
-use super::BlockLoss;
-use crate::report::memory::probe;
+use crate::heap::probe;
+use crate::learner::Model;
+use crate::rules::terms::BlockLoss;
 use anyhow::{Context, Result};
 use tch::Tensor;
 

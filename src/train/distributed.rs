@@ -26,12 +26,12 @@
 //! - **Threads.** `train.threads` per rank, or the cores of the rank's host shared out
 //!   among the ranks on that host.
 
-use super::model::Model;
 use super::optim::Optimizer;
 use super::pipeline::{stage_name, train_blocks, Minibatch, Stages, QUEUE};
-use super::sequential::LocalBlock;
-use super::{BlockLoss, EpochProgress};
+use super::progress::EpochProgress;
 use crate::config::TrainConfig;
+use crate::learner::{LocalBlock, Model};
+use crate::rules::terms::{BlockLoss, Terms};
 use anyhow::{bail, Context, Result};
 use mpi::collective::SystemOperation;
 use mpi::request::{Request, StaticScope};
@@ -388,7 +388,7 @@ fn decode_losses(model: &Model, mut values: &[f64]) -> Result<Vec<BlockLoss>> {
             .collect();
         out.push(BlockLoss {
             block,
-            terms: crate::train::Terms(terms),
+            terms: Terms(terms),
         });
         values = &rest[n..];
     }

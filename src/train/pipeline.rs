@@ -28,12 +28,13 @@
 //!   count, which our kernels and the fused Adam also follow, is per calling thread):
 //!   `train.threads`, or the cores shared out among the stages when it is 0.
 
-use super::model::Model;
 use super::optim::Optimizer;
-use super::sequential::{block_step, LocalBlock};
-use super::{BlockLoss, EpochProgress};
+use super::progress::EpochProgress;
+use super::sequential::block_step;
 use crate::config::TrainConfig;
+use crate::learner::{LocalBlock, Model};
 use crate::model::Block;
+use crate::rules::terms::BlockLoss;
 use crate::rules::LocalRule;
 use anyhow::{anyhow, bail, Result};
 use std::ops::Range;

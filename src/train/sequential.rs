@@ -2,11 +2,9 @@
 //! "Training step": each block gets its input detached, computes its local loss
 //! (`rules`), and steps its own optimizer before the next block runs.
 
-use super::model::Model;
 use super::optim::Optimizer;
-use super::BlockLoss;
-use crate::model::Block;
-use crate::rules::LocalRule;
+use crate::learner::{LocalBlock, Model};
+use crate::rules::terms::BlockLoss;
 use anyhow::Result;
 use tch::Tensor;
 
@@ -18,18 +16,6 @@ pub struct BlockOutput {
     pub passed: Option<Tensor>,
     /// The block's loss terms on this minibatch.
     pub loss: BlockLoss,
-}
-
-/// Everything the local step of block i reads: the block and its rule. Borrowed from
-/// a [`Model`] ([`Model::local_block`]) or from the share of it a pipeline stage owns.
-#[derive(Clone, Copy)]
-pub struct LocalBlock<'a> {
-    /// 0-based block index i.
-    pub index: usize,
-    /// f_i.
-    pub block: &'a dyn Block,
-    /// The local rule of block i.
-    pub rule: &'a dyn LocalRule,
 }
 
 /// Trains block `part` on one minibatch: h_i = f_i(sg(h_prev)), its rule's loss given
@@ -48,7 +34,7 @@ pub fn block_step(
 ) -> Result<BlockOutput> {
     let out = part.block.forward_t(&h_prev.detach(), true);
     let loss = part.rule.loss(&out, y, passed.map(|p| p.detach()).as_ref(), true);
-    crate::report::memory::probe();
+    crate::heap::probe();
     optimizer.step_after(|| {
         loss.total.f_backward()?;
         sync(part.index)

@@ -210,7 +210,7 @@ pub fn truncated_cifar10_archive() -> Vec<u8> {
 
 /// A copy of block `i`'s trainable tensors (to compare before and after a step).
 #[allow(dead_code)]
-pub fn snapshot(model: &sll::train::model::Model, i: usize) -> Vec<Tensor> {
+pub fn snapshot(model: &sll::learner::Model, i: usize) -> Vec<Tensor> {
     model
         .network
         .trainable(i)

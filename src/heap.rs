@@ -9,11 +9,20 @@
 //! from a background thread that samples every few tens of microseconds (it catches
 //! the transient peaks inside backward passes). The peak minus the count at the start
 //! of the region is what the region added: activations and workspace.
+//! [`peak_rss_bytes`] is the kernel's count of the process's resident peak.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// Peak resident memory of this process so far, in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as u64 * 1024
+}
 
 /// Whether a [`PeakTracker`] is running (then [`probe`] samples).
 static ACTIVE: AtomicBool = AtomicBool::new(false);

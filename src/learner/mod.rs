@@ -1,13 +1,14 @@
 //! A network together with the local rules of its blocks: what is trained,
 //! checkpointed and evaluated.
 
-use super::sequential::LocalBlock;
 use crate::config::{Config, Method, ObjectiveConfig, Prior};
 use crate::data::{ordered_batches, Dataset};
 use crate::model::{Block, InputShape, Network};
 use crate::rules::{self, BlockSpec, InputMessage, LocalRule, RuleContext};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
+
+pub mod flops;
 
 /// The network, one [`LocalRule`] per block, and what the first block receives.
 #[derive(Debug)]
@@ -43,6 +44,18 @@ pub struct Evaluation {
     pub block_accuracy: Vec<Option<f64>>,
     /// Accuracy of the average of all heads' softmaxes.
     pub ensemble_accuracy: f64,
+}
+
+/// Everything the local step of block i reads: the block and its rule. Borrowed from
+/// a [`Model`] ([`Model::local_block`]) or from the share of it a pipeline stage owns.
+#[derive(Clone, Copy)]
+pub struct LocalBlock<'a> {
+    /// 0-based block index i.
+    pub index: usize,
+    /// f_i.
+    pub block: &'a dyn Block,
+    /// The local rule of block i.
+    pub rule: &'a dyn LocalRule,
 }
 
 /// The objective settings a method trains with: only `sll` has a divergence.

@@ -14,11 +14,11 @@
 //! It is written with [`crate::io::write_atomic`] before `model.safetensors` and before
 //! the epoch's line of `metrics.jsonl`, so neither of those is ever ahead of it.
 
-use super::model::Model;
-use super::optim::Optimizer;
-use super::BlockLoss;
+use super::metrics::EpochMetrics;
 use crate::checkpoint::{named_tensors, write_tensors, SavedTensors, PROJECTION_SEEDS_KEY};
-use crate::report::EpochMetrics;
+use crate::learner::Model;
+use crate::rules::terms::BlockLoss;
+use crate::train::optim::Optimizer;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
