@@ -1,0 +1,55 @@
+//! The `[data]` section.
+
+use crate::data::augment::Augment;
+use serde::{Deserialize, Serialize};
+
+/// Data section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Dataset name (`mnist`, `fashion-mnist`, `cifar10`, `cifar100`, `imagefolder`).
+    pub dataset: String,
+    /// Folder holding `<dataset>/<official file names>`; for `imagefolder`, the root
+    /// holding `train/<class>/` and `val/<class>/`.
+    pub dir: String,
+    /// `imagefolder`: side of the square images the network sees (0 = 64).
+    pub image_size: usize,
+    /// Training-time augmentation (seeded; off by default): `crop_padding`, `crop_size`,
+    /// `flip`, `cutout`.
+    pub augment: Augment,
+    /// Background threads assembling (and augmenting) training batches.
+    pub workers: usize,
+    /// Minibatch size for training.
+    pub batch_size: usize,
+    /// Minibatch size for evaluation (does not change results, only speed).
+    pub eval_batch_size: usize,
+    /// Standardise inputs per channel with the training set's mean and std.
+    pub normalize: bool,
+    /// Per-channel mean used for standardisation; filled in from the training set when empty.
+    pub mean: Vec<f64>,
+    /// Per-channel std used for standardisation; filled in from the training set when empty.
+    pub std: Vec<f64>,
+    /// Train on the first N training examples only (0 = all); for quick experiments and tests.
+    pub train_subset: usize,
+    /// Evaluate on the first N test examples only (0 = all).
+    pub test_subset: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "mnist".into(),
+            dir: "data".into(),
+            image_size: 0,
+            augment: Augment::default(),
+            workers: 1,
+            batch_size: 128,
+            eval_batch_size: 1000,
+            normalize: true,
+            mean: vec![],
+            std: vec![],
+            train_subset: 0,
+            test_subset: 0,
+        }
+    }
+}

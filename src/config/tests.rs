@@ -1,0 +1,109 @@
+//! The config's tests: presets, `--set`, validation.
+
+use super::*;
+
+#[test]
+fn presets_parse_and_validate() {
+    for (name, _) in PRESETS {
+        Config::load(Some(name), &[]).unwrap();
+    }
+}
+
+#[test]
+fn set_overrides_values() {
+    let c = Config::load(None, &["objective.d0=64".into(), "train.method=bp".into()]).unwrap();
+    assert_eq!(c.objective.d0, 64);
+    assert_eq!(c.train.method, Method::Bp);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = Config::load(None, &["objective.dzero=3".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("objective"), "{e:#}");
+    assert!(format!("{e:#}").contains("dzero"), "{e:#}");
+}
+
+#[test]
+fn bad_value_is_named() {
+    let e = Config::load(None, &["objective.d0=\"big\"".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("objective.d0"), "{e:#}");
+    let e = Config::load(None, &["objective.tau=0".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("objective.tau"), "{e:#}");
+}
+
+#[test]
+fn projection_head_needs_d0_equal_classes() {
+    let c = Config::load(None, &["objective.head=projection".into()]).unwrap();
+    let e = c.validate_for_classes(10).unwrap_err();
+    assert!(format!("{e:#}").contains("objective.d0"), "{e:#}");
+    let c = Config::load(
+        None,
+        &["objective.head=projection".into(), "objective.d0=10".into()],
+    )
+    .unwrap();
+    c.validate_for_classes(10).unwrap();
+}
+
+#[test]
+fn local_and_bp_record_no_divergence_and_still_round_trip() {
+    for method in ["local", "bp"] {
+        let c = Config::load(
+            None,
+            &[format!("train.method={method}"), "objective.beta=2".into()],
+        )
+        .unwrap();
+        assert_eq!((c.objective.beta, c.objective.prior), (0.0, Prior::None));
+        assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+    }
+    let sll = Config::load(None, &[]).unwrap();
+    assert_eq!((sll.objective.beta, sll.objective.prior), (1.0, Prior::Previous));
+}
+
+#[test]
+fn out_of_range_values_are_named() {
+    let cases = [
+        ("optim.lr=nan", "optim.lr"),
+        ("optim.weight_decay=-1", "optim.weight_decay"),
+        ("optim.momentum=1", "optim.momentum"),
+        ("optim.min_lr=1", "optim.min_lr"),
+        ("optim.warmup_epochs=100", "optim.warmup_epochs"),
+        ("objective.tau=inf", "objective.tau"),
+        ("objective.beta=inf", "objective.beta"),
+        ("objective.d0=1000000000", "objective.d0"),
+        ("model.hidden=[100000000]", "model.hidden"),
+        ("model.block_size=4", "model.block_size"),
+        ("data.workers=100000", "data.workers"),
+        ("data.batch_size=99999999999", "data.batch_size"),
+        ("data.mean=[nan]", "data.mean"),
+        ("data.augment.crop_size=20", "data.augment.crop_size"),
+        ("data.image_size=64", "data.image_size"),
+        ("data.dataset=\"imagenet\"", "data.dataset"),
+        ("train.threads=100000", "train.threads"),
+        ("train.stages=2", "train.stages"),
+        ("train.epochs=99999999999", "train.epochs"),
+        ("preset=\"a/b\"", "preset"),
+    ];
+    for (set, key) in cases {
+        let mut sets = vec![set.to_string()];
+        if set.starts_with("data.mean") {
+            sets.push("data.std=[1]".into());
+        }
+        let e = format!("{:#}", Config::load(None, &sets).unwrap_err());
+        assert!(e.starts_with(&format!("config key `{key}`")), "{set}: {e}");
+    }
+    let e = format!(
+        "{:#}",
+        Config::load(
+            None,
+            &["model.kind=\"cnn\"".into(), "model.pool_after=[9]".into()]
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("model.pool_after"), "{e}");
+}
+
+#[test]
+fn resolved_config_round_trips() {
+    let c = Config::load(None, &[]).unwrap();
+    assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+}
