@@ -7,7 +7,6 @@
 #![cfg(feature = "mpi")]
 
 use sll::config::Config;
-use sll::train;
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -9,7 +9,6 @@
 #![cfg(feature = "mpi")]
 
 use sll::config::Config;
-use sll::train;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
