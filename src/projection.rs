@@ -252,8 +252,29 @@ impl Projection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::kernels::FusedProjection;
+
+    /// One projection of each kind, dim → d0, seed 3 (sparse: k = 3).
+    pub(crate) fn projections(dim: i64, d0: i64) -> Vec<(ProjectionKind, Projection)> {
+        vec![
+            (
+                ProjectionKind::Gaussian,
+                Projection::gaussian(dim, d0, 3, Device::Cpu),
+            ),
+            (
+                ProjectionKind::Sparse,
+                Projection::sparse(dim, d0, 3, 3, Device::Cpu),
+            ),
+            (ProjectionKind::Srht, Projection::srht(dim, d0, 3, Device::Cpu)),
+        ]
+    }
+
+    /// The values of a tensor as a Vec<f32>.
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap()
+    }
 
     #[test]
     fn projection_is_deterministic_per_seed() {
@@ -323,5 +344,27 @@ mod tests {
         let m = Projection::srht(12, 512, 1, Device::Cpu).matrix();
         let gram = m.tr().matmul(&m);
         assert!(gram.allclose(&Tensor::eye(12, (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn row_projections_are_their_matrix_and_its_transpose() {
+        let _turn = crate::libtorch_turn();
+        for (dim, d0) in [(50, 16), (12, 40)] {
+            for (kind, r) in projections(dim, d0).into_iter().skip(1) {
+                let FusedProjection::Rows(rows) = r.fused() else {
+                    panic!("{kind:?} works by rows")
+                };
+                let m = r.matrix();
+                let u = Tensor::randn([19, dim], (Kind::Float, Device::Cpu));
+                let g = Tensor::randn([19, d0], (Kind::Float, Device::Cpu));
+                let z = Tensor::from_slice(&rows.forward_rows(&values(&u))).reshape([-1, d0]);
+                let t = Tensor::from_slice(&rows.transpose_rows(&values(&g))).reshape([-1, dim]);
+                assert!(
+                    z.allclose(&u.matmul(&m.tr()), 1e-5, 1e-5, false),
+                    "{kind:?} forward"
+                );
+                assert!(t.allclose(&g.matmul(&m), 1e-5, 1e-5, false), "{kind:?} transpose");
+            }
+        }
     }
 }

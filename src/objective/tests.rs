@@ -1,7 +1,10 @@
 //! The objective's tests: D_B against hand-computed values and finite differences,
-//! the dropout streams and the label targets.
+//! the dropout streams, the label targets, and the fused CPU kernels
+//! ([`crate::kernels`]) against autograd through the reference formulas.
 
 use super::*;
+use crate::kernels::{fused_divergence, fused_posterior, MaskSpec};
+use crate::projection::tests::projections;
 
 fn probs(v: &[f32]) -> Tensor {
     Tensor::from_slice(v).reshape([1, v.len() as i64])
@@ -111,4 +114,81 @@ fn label_targets_are_distributions() {
     assert_eq!(t.size(), vec![10, 64]);
     let sums = t.sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
     assert!(sums.allclose(&Tensor::ones([10], (Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+}
+
+/// The fused pass gives the value, log q and gradient that autograd gives through
+/// the reference formulas (same mask), for every projection and both temperatures.
+#[test]
+fn fused_pass_matches_autograd() {
+    let _turn = crate::libtorch_turn();
+    tch::manual_seed(4);
+    let spec = MaskSpec {
+        p: 0.2,
+        seed: 9,
+        step: 3,
+    };
+    for (kind, r) in projections(70, 48) {
+        for (tau, mask) in [(1.0, Some(spec)), (0.5, None)] {
+            let u = (Tensor::randn([37, 70], (Kind::Float, Device::Cpu)) * 2.0).set_requires_grad(true);
+            let log_p = Tensor::randn([37, 48], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+            let u_bar = match mask {
+                Some(spec) => &u * spec.mask(&[37, 70]),
+                None => u.shallow_clone(),
+            };
+            let log_q = log_posterior(&r.apply(&u_bar), tau);
+            let reference = bhattacharyya_distance(&log_q, &log_p);
+            reference.backward();
+            let fused = fused_divergence(&u, &log_p, r.fused(), mask, tau);
+            let close = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-4, 1e-6, false);
+            assert!(close(&fused.distance, &reference.detach()), "{kind:?} distance");
+            // log q to f32 rounding of z/τ − logsumexp (|z/τ| up to ~30 here).
+            let close_log = |a: &Tensor, b: &Tensor| a.allclose(b, 1e-4, 1e-5, false);
+            assert!(close_log(&fused.log_q, &log_q.detach()), "{kind:?} log q");
+            assert!(close(&fused.grad_u, &u.grad()), "{kind:?} gradients differ");
+            let posterior = fused_posterior(&u, r.fused(), mask, tau);
+            assert!(close_log(&posterior, &log_q.detach()), "{kind:?} posterior");
+        }
+    }
+}
+
+/// Central differences of the reference formula in f64 (same mask, same R) agree
+/// with the fused pass's f32 gradient.
+#[test]
+fn fused_gradient_matches_finite_differences() {
+    let _turn = crate::libtorch_turn();
+    tch::manual_seed(5);
+    let spec = MaskSpec {
+        p: 0.3,
+        seed: 2,
+        step: 0,
+    };
+    let (n, dim, d0, tau) = (6, 20, 16, 0.8);
+    for (kind, r) in projections(dim, d0) {
+        let u = Tensor::randn([n, dim], (Kind::Float, Device::Cpu));
+        let log_p = Tensor::randn([n, d0], (Kind::Float, Device::Cpu)).log_softmax(-1, Kind::Float);
+        let fused = fused_divergence(&u, &log_p, r.fused(), Some(spec), tau);
+        let (m, mask) = (
+            r.matrix().to_kind(Kind::Double),
+            spec.mask(&[n, dim]).to_kind(Kind::Double),
+        );
+        let log_p = log_p.to_kind(Kind::Double);
+        let d = |u: &Tensor| {
+            let z = (u * &mask).matmul(&m.tr());
+            bhattacharyya_distance(&(z / tau).log_softmax(-1, Kind::Double), &log_p).double_value(&[])
+        };
+        let u = u.to_kind(Kind::Double);
+        for (i, j) in [(0, 0), (1, 7), (3, 19), (5, 11)] {
+            let bumped = |e: f64| {
+                let v = u.copy();
+                let _ = v.get(i).get(j).fill_(u.double_value(&[i, j]) + e);
+                d(&v)
+            };
+            let numeric = (bumped(1e-6) - bumped(-1e-6)) / 2e-6;
+            let analytic = fused.grad_u.double_value(&[i, j]);
+            assert!(
+                (numeric - analytic).abs() < 1e-6 + 1e-3 * numeric.abs(),
+                "{kind:?} ({i},{j}): {numeric} vs {analytic}"
+            );
+        }
+    }
 }
