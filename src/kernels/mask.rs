@@ -7,8 +7,9 @@ use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tch::Tensor;
 
-/// The SplitMix64 finaliser: a bijection of u64 that spreads every input bit.
-fn mix(mut z: u64) -> u64 {
+/// The SplitMix64 finaliser: a bijection of u64 that spreads every input bit (also
+/// what `projection::projection_seed` derives the per-block seeds with).
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -6,7 +6,7 @@
 //!   module doc), and [`fused_posterior`], the same pass without a prior and gradient,
 //!   for q_0.
 //! - [`mask`]: the dropout masks the pass draws, [`MaskSpec`] (a seeded stream, one
-//!   xoshiro256++ generator per (seed, step, row)).
+//!   xoshiro256++ generator per (seed, step, row)), and the SplitMix64 [`mix`].
 //! - [`tile`]: the [`RowProjection`]s that the pass applies to tiles of [`TILE`]
 //!   rows: [`sparse`]'s [`SparseTable`] (gathers over k·dim(u) nonzeros) and
 //!   [`srht`]'s [`SrhtTable`] (a fast Walsh–Hadamard transform, O(n log n)). The dense
@@ -30,7 +30,7 @@ pub mod srht;
 pub mod tile;
 
 pub use fused::{fused_divergence, fused_posterior, FusedDivergence, FusedProjection};
-pub use mask::MaskSpec;
+pub use mask::{mix, MaskSpec};
 pub use rows::kernel_threads;
 pub use sparse::SparseTable;
 pub use srht::{fwht, SrhtTable};
