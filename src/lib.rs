@@ -22,6 +22,7 @@ pub mod model;
 pub mod objective;
 pub mod parallel;
 pub mod predict;
+pub mod projection;
 pub mod report;
 pub mod rules;
 pub mod run;

@@ -14,93 +14,29 @@
 //!
 //! [`fetch`] downloads missing files; [`load`] never touches the network.
 //! [`augment`] and [`loader`] turn a loaded set into augmented training batches.
+//!
+//! Inside: `mnist.rs` (the IDX datasets' files, checksums and loading), `files.rs`
+//! (locating and checking a dataset's files) and `batches.rs` (in-order and seeded
+//! shuffled minibatches); this file holds [`Dataset`] and dispatches by name.
 
 pub mod augment;
+mod batches;
 pub mod cifar;
 pub mod fetch;
+mod files;
 pub mod idx;
 pub mod imagefolder;
 pub mod loader;
+mod mnist;
+
+pub(crate) use batches::epoch_order;
+pub use batches::{ordered_batches, shuffled_batches, Batches};
+pub(crate) use files::{fetch_command_for, locate, sha256_hex, Checksum};
+pub(crate) use mnist::{spec, DataFile};
 
 use anyhow::{anyhow, bail, Result};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
-
-/// One file of a dataset: its official name (without `.gz`) and the SHA-256 of
-/// its decompressed bytes, which [`load`] and [`fetch::fetch`] check.
-pub(crate) struct DataFile {
-    /// Official file name, without the `.gz` suffix.
-    pub(crate) name: &'static str,
-    /// Lower-case hex SHA-256 of the decompressed file.
-    pub(crate) sha256: &'static str,
-}
-
-/// Everything the crate knows about a named dataset.
-pub(crate) struct DatasetSpec {
-    /// Name used on the command line and as the folder name under the data dir.
-    pub(crate) name: &'static str,
-    /// Number of classes; every label must be below it.
-    pub(crate) classes: usize,
-    /// Base URL that [`fetch::fetch`] downloads from by default.
-    pub(crate) mirror: &'static str,
-    /// The four files, in the order train images, train labels, test images,
-    /// test labels.
-    pub(crate) files: [DataFile; 4],
-}
-
-/// The datasets this crate can load, with the checksums of the official files.
-const SPECS: &[DatasetSpec] = &[
-    DatasetSpec {
-        name: "mnist",
-        classes: 10,
-        mirror: "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        files: [
-            DataFile {
-                name: "train-images-idx3-ubyte",
-                sha256: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            },
-            DataFile {
-                name: "train-labels-idx1-ubyte",
-                sha256: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            },
-            DataFile {
-                name: "t10k-images-idx3-ubyte",
-                sha256: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            },
-            DataFile {
-                name: "t10k-labels-idx1-ubyte",
-                sha256: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            },
-        ],
-    },
-    DatasetSpec {
-        name: "fashion-mnist",
-        classes: 10,
-        mirror: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        files: [
-            DataFile {
-                name: "train-images-idx3-ubyte",
-                sha256: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            },
-            DataFile {
-                name: "train-labels-idx1-ubyte",
-                sha256: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            },
-            DataFile {
-                name: "t10k-images-idx3-ubyte",
-                sha256: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            },
-            DataFile {
-                name: "t10k-labels-idx1-ubyte",
-                sha256: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            },
-        ],
-    },
-];
+use std::path::Path;
+use tch::Tensor;
 
 /// The names [`load`] accepts.
 const NAMES: &[&str] = &["mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"];
@@ -109,102 +45,6 @@ const NAMES: &[&str] = &["mnist", "fashion-mnist", "cifar10", "cifar100", "image
 /// "cifar100", "imagefolder"), for `--help` texts and error messages.
 pub fn known_datasets() -> &'static [&'static str] {
     NAMES
-}
-
-/// The spec of the named IDX dataset; any other name is an error listing the
-/// names [`load`] knows.
-pub(crate) fn spec(name: &str) -> Result<&'static DatasetSpec> {
-    SPECS
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| anyhow!("unknown dataset `{name}`; known datasets: {}", NAMES.join(", ")))
-}
-
-/// A checksum recorded for a file: SHA-256 where one is known, else MD5 (the
-/// only value published for some archives).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Checksum {
-    /// Lower-case hex SHA-256.
-    Sha256(&'static str),
-    /// Lower-case hex MD5.
-    Md5(&'static str),
-}
-
-impl Checksum {
-    /// Whether `bytes` have this checksum; the error says "<algo> mismatch
-    /// (expected …, got …)".
-    pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), String> {
-        let got = match self {
-            Checksum::Sha256(_) => sha256_hex(bytes),
-            Checksum::Md5(_) => format!("{:x}", md5::Md5::digest(bytes)),
-        };
-        self.check_hex(&got)
-    }
-
-    /// Whether `got`, the hex digest of this checksum's algorithm, matches.
-    pub(crate) fn check_hex(&self, got: &str) -> Result<(), String> {
-        let (algo, expected) = match self {
-            Checksum::Sha256(h) => ("SHA-256", h),
-            Checksum::Md5(h) => ("MD5", h),
-        };
-        if got == *expected {
-            Ok(())
-        } else {
-            Err(format!("{algo} mismatch (expected {expected}, got {got})"))
-        }
-    }
-}
-
-/// The copy of `file` in `dir` that [`load`] reads: `<file>.gz` if present,
-/// else the raw `<file>`, else none.
-pub(crate) fn locate(dir: &Path, file: &str) -> Option<PathBuf> {
-    [format!("{file}.gz"), file.to_string()]
-        .into_iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
-/// What to tell the user to run to (re)download `spec` into `data_dir`.
-fn fetch_command(spec: &DatasetSpec, data_dir: &Path) -> String {
-    fetch_command_for(spec.name, data_dir)
-}
-
-/// What to tell the user to run to (re)download dataset `name` into `data_dir`.
-pub(crate) fn fetch_command_for(name: &str, data_dir: &Path) -> String {
-    format!("sll fetch {name} --data-dir {}", data_dir.display())
-}
-
-/// Read `file` of `spec` from `data_dir` (the `.gz` copy, else the raw one),
-/// parse it and check the SHA-256 of its decompressed bytes. Parsing comes first
-/// so that a damaged file gets the more telling message ("truncated", "wrong
-/// magic number") rather than a bare checksum mismatch.
-fn read_idx(spec: &DatasetSpec, data_dir: &Path, file: &DataFile) -> Result<(PathBuf, idx::IdxArray)> {
-    let fetch = fetch_command(spec, data_dir);
-    let dir = data_dir.join(spec.name);
-    let path = locate(&dir, file.name).ok_or_else(|| {
-        anyhow!(
-            "{}: file not found (nor {}); run `{fetch}` to download it, or copy the files there by hand",
-            dir.join(format!("{}.gz", file.name)).display(),
-            file.name,
-        )
-    })?;
-    let advice = format!("the file is corrupt: delete it and run `{fetch}`");
-    let bytes = idx::read_file_advising(&path, &advice)?;
-    let array = idx::parse(&bytes).map_err(|e| anyhow!("{}: {e}; {advice}", path.display()))?;
-    let got = sha256_hex(&bytes);
-    if got != file.sha256 {
-        bail!(
-            "{}: SHA-256 mismatch (expected {}, got {got}); {advice}",
-            path.display(),
-            file.sha256,
-        );
-    }
-    Ok((path, array))
 }
 
 /// A labelled image set held in memory as tensors on the CPU.
@@ -249,50 +89,6 @@ impl Dataset {
         let (std, mean) = self.images.std_mean_dim(&[0i64, 2, 3][..], false, false);
         (mean, std)
     }
-}
-
-/// Load one split (train or test) from its images and labels files, checking
-/// the labels against the number of classes and the two counts against each
-/// other.
-fn load_split(
-    spec: &DatasetSpec,
-    data_dir: &Path,
-    images_file: &DataFile,
-    labels_file: &DataFile,
-) -> Result<Dataset> {
-    let advice = format!(
-        "the file is corrupt: delete it and run `{}`",
-        fetch_command(spec, data_dir)
-    );
-    let (images_path, images) = read_idx(spec, data_dir, images_file)?;
-    let &[n, h, w] = images.dims.as_slice() else {
-        bail!(
-            "{}: expected images of dimensions [N, H, W], found {:?}; {advice}",
-            images_path.display(),
-            images.dims
-        );
-    };
-    let (labels_path, labels) = read_idx(spec, data_dir, labels_file)?;
-    idx::check_labels(&labels, spec.classes)
-        .map_err(|e| anyhow!("{}: {e}; {advice}", labels_path.display()))?;
-    if labels.dims[0] != n {
-        bail!(
-            "{}: {} labels for {n} images in {}; {advice}",
-            labels_path.display(),
-            labels.dims[0],
-            images_path.display()
-        );
-    }
-
-    let mut images = Tensor::from_slice(&images.data)
-        .to_kind(Kind::Float)
-        .view([n as i64, 1, h as i64, w as i64]);
-    images /= 255.0;
-    Ok(Dataset {
-        images,
-        labels: Tensor::from_slice(&labels.data).to_kind(Kind::Int64),
-        classes: spec.classes as i64,
-    })
 }
 
 /// Shape `[C, H, W]` of one example of the named dataset as the network sees it, and
@@ -387,105 +183,8 @@ pub fn load_sized(name: &str, data_dir: &Path, image_size: Option<usize>) -> Res
     }
     match cifar::cifar_spec(name) {
         Some(_) => cifar::load_cifar(name, data_dir, true),
-        None => load_idx(spec(name)?, data_dir),
+        None => mnist::load_idx(spec(name)?, data_dir),
     }
-}
-
-/// Loads `(train, test)` of an IDX dataset.
-fn load_idx(spec: &DatasetSpec, data_dir: &Path) -> Result<(Dataset, Dataset)> {
-    let [train_images, train_labels, test_images, test_labels] = &spec.files;
-    let train = load_split(spec, data_dir, train_images, train_labels)?;
-    let test = load_split(spec, data_dir, test_images, test_labels)?;
-    Ok((train, test))
-}
-
-/// Minibatches over a dataset, as `(images, labels)` pairs: shuffled (see
-/// [`shuffled_batches`]) or in order (see [`ordered_batches`]). The last batch
-/// is smaller when the batch size does not divide the length.
-pub struct Batches<'a> {
-    /// The set batches are drawn from.
-    ds: &'a Dataset,
-    /// Order in which examples are visited (`Int64`, on the images' device);
-    /// `None` for the natural order, served by cheap `narrow` views.
-    order: Option<Tensor>,
-    /// Examples per batch (at least 1).
-    batch_size: i64,
-    /// Position in the visiting order of the next batch's first example.
-    next: i64,
-    /// Number of examples.
-    len: i64,
-}
-
-impl<'a> Batches<'a> {
-    /// Batches of `batch_size` (at least 1) over `ds`, in `order` if given.
-    fn new(ds: &'a Dataset, batch_size: usize, order: Option<Tensor>) -> Self {
-        Batches {
-            ds,
-            order,
-            batch_size: batch_size.max(1) as i64,
-            next: 0,
-            len: ds.len() as i64,
-        }
-    }
-}
-
-impl Iterator for Batches<'_> {
-    type Item = (Tensor, Tensor);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.len {
-            return None;
-        }
-        let size = self.batch_size.min(self.len - self.next);
-        let batch = match &self.order {
-            Some(order) => {
-                let idx = order.narrow(0, self.next, size);
-                (
-                    self.ds.images.index_select(0, &idx),
-                    self.ds.labels.index_select(0, &idx),
-                )
-            }
-            None => (
-                self.ds.images.narrow(0, self.next, size),
-                self.ds.labels.narrow(0, self.next, size),
-            ),
-        };
-        self.next += size;
-        Some(batch)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = ((self.len - self.next).max(0) + self.batch_size - 1) / self.batch_size;
-        (left as usize, Some(left as usize))
-    }
-}
-
-impl ExactSizeIterator for Batches<'_> {}
-
-/// Seeded minibatch iteration over `ds` for one epoch: the examples are visited
-/// in a permutation drawn from `ChaCha8Rng` seeded with `seed` on stream
-/// `epoch`, so a run is reproducible and each epoch has its own order. The last
-/// partial batch is kept; a `batch_size` of 0 is treated as 1.
-pub fn shuffled_batches(ds: &Dataset, batch_size: usize, seed: u64, epoch: usize) -> Batches<'_> {
-    let order = Tensor::from_slice(&epoch_order(ds.len(), seed, epoch)).to_device(ds.images.device());
-    Batches::new(ds, batch_size, Some(order))
-}
-
-/// The visiting order of epoch `epoch` over `n` examples: `0..n` shuffled by
-/// `ChaCha8Rng` seeded with `seed` on stream `epoch`. Shared by
-/// [`shuffled_batches`] and [`loader`] so that both visit the same examples.
-pub(crate) fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(epoch as u64);
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    order.shuffle(&mut rng);
-    order
-}
-
-/// In-order minibatches over `ds` (for evaluation); the last partial batch is
-/// kept and a `batch_size` of 0 is treated as 1.
-pub fn ordered_batches(ds: &Dataset, batch_size: usize) -> Batches<'_> {
-    Batches::new(ds, batch_size, None)
 }
 
 /// `text` on one line: trimmed, line breaks and other control characters

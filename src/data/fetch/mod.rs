@@ -7,15 +7,15 @@
 //! are the official binary archives, kept as downloaded (the loader streams
 //! them); ImageNette (160 px) is an archive extracted into an image folder.
 
+mod download;
+
 use super::cifar::{self, cifar_spec, CifarSpec};
 use super::{fetch_command_for, idx, locate, sha256_hex, spec, Checksum, DataFile};
 use anyhow::{anyhow, bail, Result};
+use download::{download, download_to_file};
 use flate2::read::GzDecoder;
-use sha2::Digest as _;
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The names `sll fetch` accepts.
 const FETCHABLE: &[&str] = &["mnist", "fashion-mnist", "cifar10", "cifar100", "imagenette"];
@@ -49,10 +49,6 @@ const IMAGENETTE: ArchiveSpec = ArchiveSpec {
     mirror: "https://s3.amazonaws.com/fast-ai-imageclas/",
 };
 
-/// Largest archive accepted (ImageNette 160 px is about 99 MB, CIFAR about
-/// 170 MB); guards the disk against a mirror that serves something else.
-const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
-
 /// Which datasets `sll fetch` knows by name ("mnist", "fashion-mnist",
 /// "cifar10", "cifar100", "imagenette").
 pub fn fetchable() -> &'static [&'static str] {
@@ -65,56 +61,6 @@ fn unknown(name: &str) -> anyhow::Error {
         "unknown dataset `{name}` for fetch; known datasets: {}",
         FETCHABLE.join(", ")
     )
-}
-
-/// Largest download accepted, well above the biggest file we fetch (the
-/// Fashion-MNIST training images, 26 MB compressed); guards memory against a
-/// mirror that serves something else.
-const MAX_DOWNLOAD_BYTES: u64 = 256 << 20;
-
-/// Time allowed to open a connection to the mirror.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Time allowed for any single read from (or write to) the connection to stall: a
-/// mirror that accepts the connection but never answers fails after this long.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Time allowed for one file's whole download. A stall is caught by [`READ_TIMEOUT`];
-/// this bounds a mirror that trickles bytes just fast enough never to stall (the
-/// largest file, CIFAR's 170 MB, needs about 50 kB/s to finish in time). ureq's own
-/// overall timeout would replace the stall timeout by the time left, so the bound is
-/// kept by [`Deadline`] around the body instead.
-const DOWNLOAD_TIME: Duration = Duration::from_secs(60 * 60);
-
-/// A reader that fails with `TimedOut` once [`DOWNLOAD_TIME`] has passed since it was
-/// made (each read still stalls at most [`READ_TIMEOUT`]).
-struct Deadline<R> {
-    inner: R,
-    end: std::time::Instant,
-}
-
-impl<R> Deadline<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            end: std::time::Instant::now() + DOWNLOAD_TIME,
-        }
-    }
-}
-
-impl<R: Read> Read for Deadline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if std::time::Instant::now() > self.end {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the download did not finish within {} minutes: the mirror is too slow",
-                    DOWNLOAD_TIME.as_secs() / 60
-                ),
-            ));
-        }
-        self.inner.read(buf)
-    }
 }
 
 /// Official download base URL of the named dataset (torchvision's mirrors for
@@ -151,11 +97,7 @@ pub fn fetch(name: &str, data_dir: &Path, mirror: Option<&str>) -> Result<()> {
     let base = mirror.unwrap_or(default_mirror(name)?);
     let sep = if base.ends_with('/') { "" } else { "/" };
     let base = format!("{base}{sep}");
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(CONNECT_TIMEOUT)
-        .timeout_read(READ_TIMEOUT)
-        .timeout_write(READ_TIMEOUT)
-        .build();
+    let agent = download::agent();
     if let Some(c) = cifar_spec(name) {
         return fetch_cifar(&agent, c, data_dir, &base);
     }
@@ -327,108 +269,6 @@ fn extract(archive: &Path, dir: &Path, top: &str) -> Result<()> {
     Ok(())
 }
 
-/// A download held in a temporary file next to its destination, with the
-/// checksums of its bytes.
-struct Download {
-    /// The temporary file.
-    tmp: PathBuf,
-    /// Its length.
-    bytes: u64,
-    /// Lower-case hex SHA-256.
-    sha256: String,
-    /// Lower-case hex MD5.
-    md5: String,
-}
-
-impl Download {
-    /// The digest of the algorithm of `checksum`.
-    fn hex(&self, checksum: Checksum) -> &str {
-        match checksum {
-            Checksum::Sha256(_) => &self.sha256,
-            Checksum::Md5(_) => &self.md5,
-        }
-    }
-
-    /// Move the temporary file to `dest`.
-    fn keep(&self, dest: &Path) -> Result<()> {
-        fs::rename(&self.tmp, dest).map_err(|e| {
-            let _ = fs::remove_file(&self.tmp);
-            anyhow!(
-                "{}: cannot write the file ({e}); check the free space and permissions of its folder",
-                dest.display()
-            )
-        })
-    }
-}
-
-/// GET `url` into a temporary file next to `dest`, hashing it on the way; a
-/// one-line "cannot download" error (nothing left behind) on failure.
-fn download_to_file(agent: &ureq::Agent, url: &str, dest: &Path) -> Result<Download> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let fail = |reason: String| {
-        anyhow!(
-            "cannot download {url}: {} (no network? copy the official archive into {} by hand)",
-            reason.replace('\n', " "),
-            dir.display()
-        )
-    };
-    let response = agent.get(url).call().map_err(|e| fail(describe(&e)))?;
-    let tmp = temporary(dest);
-    let mut file = fs::File::create(&tmp).map_err(|e| {
-        anyhow!(
-            "{}: cannot write the file ({e}); check the free space and permissions of its folder",
-            tmp.display()
-        )
-    })?;
-    let (mut sha256, mut md5) = (sha2::Sha256::new(), md5::Md5::new());
-    let mut reader = Deadline::new(response.into_reader()).take(MAX_ARCHIVE_BYTES + 1);
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    let result = loop {
-        match reader.read(&mut buffer) {
-            Ok(0) => break file.sync_all().map_err(|e| fail(e.to_string())),
-            Ok(n) => {
-                bytes += n as u64;
-                if bytes > MAX_ARCHIVE_BYTES {
-                    break Err(fail(format!(
-                        "the response is larger than {} MB, not a dataset archive",
-                        MAX_ARCHIVE_BYTES >> 20
-                    )));
-                }
-                sha256.update(&buffer[..n]);
-                md5.update(&buffer[..n]);
-                if let Err(e) = file.write_all(&buffer[..n]) {
-                    break Err(anyhow!(
-                        "{}: cannot write the file ({e}); check the free space and permissions of its folder",
-                        tmp.display()
-                    ));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(fail(e.to_string())),
-        }
-    };
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(Download {
-        tmp,
-        bytes,
-        sha256: format!("{:x}", sha256.finalize()),
-        md5: format!("{:x}", md5.finalize()),
-    })
-}
-
-/// The temporary file written before renaming it to `dest`.
-fn temporary(dest: &Path) -> PathBuf {
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{file_name}.part{}", std::process::id()))
-}
-
 /// Whether the file at `path` decompresses to bytes with the SHA-256 recorded
 /// for `file`; the error says why not, in a few words.
 fn check_existing(path: &Path, file: &DataFile) -> Result<(), String> {
@@ -443,51 +283,6 @@ fn check_existing(path: &Path, file: &DataFile) -> Result<(), String> {
         return Err(format!("SHA-256 mismatch (expected {}, got {got})", file.sha256));
     }
     Ok(())
-}
-
-/// GET `url` and return its body, or a one-line "cannot download" error that
-/// suggests copying the files into `dir` by hand.
-fn download(agent: &ureq::Agent, url: &str, dir: &Path) -> Result<Vec<u8>> {
-    let fail = |reason: String| {
-        anyhow!(
-            "cannot download {url}: {} (no network? copy the files into {} by hand)",
-            reason.replace('\n', " "),
-            dir.display()
-        )
-    };
-    let response = agent.get(url).call().map_err(|e| fail(describe(&e)))?;
-    let mut body = Vec::new();
-    Deadline::new(response.into_reader())
-        .take(MAX_DOWNLOAD_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| fail(e.to_string()))?;
-    if body.len() as u64 > MAX_DOWNLOAD_BYTES {
-        return Err(fail(format!(
-            "the response is larger than {} MB, not a dataset file",
-            MAX_DOWNLOAD_BYTES >> 20
-        )));
-    }
-    Ok(body)
-}
-
-/// A short reason for a `ureq` error, without the URL (which the caller's
-/// message already has).
-fn describe(error: &ureq::Error) -> String {
-    match error {
-        ureq::Error::Status(code, response) => {
-            format!("HTTP {code} {}", response.status_text())
-        }
-        ureq::Error::Transport(t) => {
-            let mut reason = t.kind().to_string();
-            if let Some(message) = t.message() {
-                reason.push_str(&format!(": {message}"));
-            }
-            if let Some(source) = std::error::Error::source(t) {
-                reason.push_str(&format!(": {source}"));
-            }
-            reason
-        }
-    }
 }
 
 #[cfg(test)]
