@@ -10,6 +10,7 @@ use crate::bench::step::StepBenchSpec;
 use crate::checkpoint;
 use crate::config::{Config, Method, Pipeline, DEFAULT_PRESET};
 use crate::data;
+use crate::io::{absolute, safe_name};
 use crate::predict::TrainedRun;
 use crate::report::compare::{self, RunRecord};
 use crate::report::Summary;
@@ -569,33 +570,6 @@ pub fn train_command(args: TrainArgs) -> Result<(PathBuf, Option<Summary>)> {
     Ok((out, summary))
 }
 
-/// `dir` made absolute (relative to the current directory), when it exists.
-fn absolute(dir: &str) -> String {
-    std::fs::canonicalize(dir).map_or_else(|_| dir.to_string(), |p| p.display().to_string())
-}
-
-/// A run directory name from `name`: letters, digits, `.`, `_` and `-` kept, anything
-/// else (path separators included) replaced by `_`, no leading dot, so that the run
-/// lands in `runs/` whatever the preset is called.
-pub fn safe_name(name: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let name = name.trim_start_matches('.');
-    if name.is_empty() {
-        "run".into()
-    } else {
-        name.chars().take(120).collect()
-    }
-}
-
 /// `sll predict`: the run's final classifier on image files or a dataset split, the
 /// top classes of each input with their probabilities.
 fn predict_command(args: &PredictArgs) -> Result<()> {
@@ -692,18 +666,6 @@ mod tests {
     use super::Cli;
     use crate::config::PRESETS;
     use clap::CommandFactory;
-
-    /// Run names from presets stay inside `runs/`.
-    #[test]
-    fn run_names_cannot_leave_runs() {
-        use super::safe_name;
-        assert_eq!(safe_name("20261201-mnist-mlp-sll"), "20261201-mnist-mlp-sll");
-        assert_eq!(safe_name("../../etc/x"), "_.._etc_x");
-        assert_eq!(safe_name("/abs/path"), "_abs_path");
-        assert_eq!(safe_name(".."), "run");
-        assert_eq!(safe_name("a b\\c\0"), "a_b_c_");
-        assert_eq!(safe_name(&"x".repeat(500)).len(), 120);
-    }
 
     /// `sll train --help` names every shipped preset, so the list cannot fall behind.
     #[test]

@@ -18,9 +18,9 @@
 //! stops, and the sweep waits for them. A lock on `sweep.lock`, inherited by the
 //! children, keeps a second sweep out of the folder while any of them lives.
 
-use crate::cli::{safe_name, SweepArgs};
+use crate::cli::SweepArgs;
 use crate::config::{Config, DEFAULT_PRESET};
-use crate::io::write_atomic;
+use crate::io::{absolute, safe_name, write_atomic};
 use crate::report::{EpochMetrics, RunStatus, Summary};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -607,11 +607,6 @@ impl Sweep {
         let data_dir = data_dir.or(stored.data_dir.clone());
         Ok((Sweep { data_dir, ..stored }, false))
     }
-}
-
-/// `dir` made absolute when it exists (runs record their data folder absolute anyway).
-fn absolute(dir: &str) -> String {
-    std::fs::canonicalize(dir).map_or_else(|_| dir.to_string(), |p| p.display().to_string())
 }
 
 // ---------------------------------------------------------------------------------
