@@ -14,6 +14,7 @@ use crate::io::{absolute, safe_name};
 use crate::predict::TrainedRun;
 use crate::report::compare::{self, RunRecord};
 use crate::report::Summary;
+use crate::sweep::SweepOptions;
 use crate::train;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -96,6 +97,25 @@ pub struct SweepArgs {
     /// first numeric grid key].
     #[arg(long = "x", value_name = "KEY")]
     pub x: Option<String>,
+}
+
+impl From<SweepArgs> for SweepOptions {
+    fn from(args: SweepArgs) -> Self {
+        SweepOptions {
+            out: args.out,
+            grid_file: args.grid_file,
+            grid: args.grid,
+            sets: args.sets,
+            config: args.config,
+            data_dir: args.data_dir,
+            jobs: args.jobs,
+            threads: args.threads,
+            only: args.only,
+            dry_run: args.dry_run,
+            report_only: args.report_only,
+            x: args.x,
+        }
+    }
 }
 
 /// `sll report` options.
@@ -412,7 +432,7 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Some(Command::Report(args)) => report_command(&args),
-        Some(Command::Sweep(args)) => crate::sweep::command(&args),
+        Some(Command::Sweep(args)) => crate::sweep::command(&args.into()),
         Some(Command::Bench(BenchCommand::Memory(args))) => bench_memory_command(&args),
         Some(Command::Bench(BenchCommand::MemoryOne(args))) => {
             let spec = MemorySpec {
