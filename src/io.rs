@@ -5,6 +5,9 @@
 //! after a crash (or a full disk, or a kill) the destination is either the old file or
 //! the complete new one, never a prefix of it, and no temporary file is left behind by
 //! an error.
+//!
+//! Beside it, the path helpers of the commands: [`safe_name`] for a directory name made
+//! from a preset or a grid point, [`absolute`] for a folder a later invocation reads.
 
 use anyhow::{anyhow, Result};
 use std::fs::{self, File};
@@ -127,6 +130,33 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// A run directory name from `name`: letters, digits, `.`, `_` and `-` kept, anything
+/// else (path separators included) replaced by `_`, no leading dot, so that the run
+/// lands in `runs/` whatever the preset is called.
+pub fn safe_name(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() {
+        "run".into()
+    } else {
+        name.chars().take(120).collect()
+    }
+}
+
+/// `dir` made absolute (relative to the current directory), when it exists.
+pub fn absolute(dir: &str) -> String {
+    fs::canonicalize(dir).map_or_else(|_| dir.to_string(), |p| p.display().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +199,16 @@ mod tests {
         fs::write(dir.path().join("keep"), b"x").unwrap();
         assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
         assert!(dir.path().join("keep").exists());
+    }
+
+    /// Run names from presets stay inside `runs/`.
+    #[test]
+    fn run_names_cannot_leave_runs() {
+        assert_eq!(safe_name("20261201-mnist-mlp-sll"), "20261201-mnist-mlp-sll");
+        assert_eq!(safe_name("../../etc/x"), "_.._etc_x");
+        assert_eq!(safe_name("/abs/path"), "_abs_path");
+        assert_eq!(safe_name(".."), "run");
+        assert_eq!(safe_name("a b\\c\0"), "a_b_c_");
+        assert_eq!(safe_name(&"x".repeat(500)).len(), 120);
     }
 }

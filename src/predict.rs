@@ -186,6 +186,64 @@ pub struct Prediction {
     pub top: Vec<(usize, f64)>,
 }
 
+/// What `sll predict` classifies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    /// Image files (PNG or JPEG).
+    Files(Vec<PathBuf>),
+    /// The first examples of a split of the run's dataset.
+    Split {
+        /// `test` or `train`.
+        split: String,
+        /// How many examples.
+        first: usize,
+    },
+}
+
+/// `sll predict`: the final classifier of the run in `dir` (see [`TrainedRun::load`])
+/// on `inputs`, printing the `top` classes of each input with their probabilities, one
+/// line per input (with `json`, one JSON object).
+pub fn print_predictions(
+    dir: &Path,
+    data_dir: Option<&str>,
+    inputs: &Inputs,
+    top: usize,
+    json: bool,
+) -> Result<()> {
+    let run = TrainedRun::load(dir, data_dir)?;
+    let predictions = match inputs {
+        Inputs::Split { split, first } => run.classify_split(split, *first, top)?,
+        Inputs::Files(files) => run.classify_files(files, top)?,
+    };
+    for p in &predictions {
+        if json {
+            let top: Vec<_> = p
+                .top
+                .iter()
+                .map(|&(c, prob)| serde_json::json!({"class": run.class_name(c), "index": c, "probability": prob}))
+                .collect();
+            let label = p
+                .label
+                .map(|l| serde_json::json!({"class": run.class_name(l), "index": l}));
+            println!(
+                "{}",
+                serde_json::json!({"input": p.input, "label": label, "top": top})
+            );
+        } else {
+            let top: Vec<String> = p
+                .top
+                .iter()
+                .map(|&(c, prob)| format!("{} ({:.2} %)", run.class_name(c), 100.0 * prob))
+                .collect();
+            let label = p
+                .label
+                .map_or(String::new(), |l| format!(" (label {})", run.class_name(l)));
+            println!("{}{label}: {}", p.input, top.join(", "));
+        }
+    }
+    Ok(())
+}
+
 /// The run's data folder: `recorded` when absolute or found from the working
 /// directory, else the first folder above the run holding it.
 pub fn find_data_dir(recorded: &str, run: &Path) -> String {

@@ -312,7 +312,7 @@ pub fn print_table(results: &[MemoryResult]) {
 }
 
 /// `sll bench memory --plot`: memory against depth per method, as a PNG at `path`.
-pub fn plot(results: &[MemoryResult], path: &std::path::Path) -> Result<()> {
+pub fn plot_png(results: &[MemoryResult], path: &std::path::Path) -> Result<()> {
     let points: Vec<MemoryPoint> = results
         .iter()
         .map(|r| MemoryPoint {
@@ -326,4 +326,31 @@ pub fn plot(results: &[MemoryResult], path: &std::path::Path) -> Result<()> {
         .first()
         .map_or(("", 0), |r| (r.model.as_str(), r.batch_size));
     memory_vs_depth(model, batch, &points, path)
+}
+
+/// `sll bench memory`: each of `specs` measured in its own child process
+/// ([`run_isolated`]), in order; each result printed as one JSON object with `json`,
+/// else a line on stderr as each is measured and [`print_table`] at the end; memory
+/// against depth drawn into `plot`.
+pub fn run_all(specs: &[MemorySpec], json: bool, plot: Option<&std::path::Path>) -> Result<()> {
+    if specs.is_empty() {
+        bail!("--depths and --methods must each name at least one value");
+    }
+    let mut results = vec![];
+    for spec in specs {
+        let result = run_isolated(spec)?;
+        if json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            eprintln!("measured {} at depth {}", spec.method.name(), spec.depth);
+        }
+        results.push(result);
+    }
+    if !json {
+        print_table(&results);
+    }
+    if let Some(path) = plot {
+        plot_png(&results, path)?;
+    }
+    Ok(())
 }

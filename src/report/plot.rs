@@ -1,5 +1,5 @@
 //! PNG plots without Python: memory against depth per method (`sll bench memory
-//! --plot`, from [`crate::bench::memory::plot`]) and learning curves of several runs (`sll report --plot`), drawn with
+//! --plot`, from [`crate::bench::memory::plot_png`]) and learning curves of several runs (`sll report --plot`), drawn with
 //! `plotters` into an RGB buffer and written with the `image` crate's PNG encoder.
 //!
 //! Text uses a font compiled into the binary (DejaVu Sans cut down to ASCII, 10 KB,

@@ -2,8 +2,8 @@
 //! refusal of a model too large, and the units.
 
 use super::*;
-use crate::model::Network;
 use crate::learner::Model;
+use crate::model::Network;
 
 fn config(sets: &[&str]) -> Config {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
