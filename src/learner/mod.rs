@@ -9,6 +9,7 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 pub mod flops;
+pub mod footprint;
 
 /// The network, one [`LocalRule`] per block, and what the first block receives.
 #[derive(Debug)]
@@ -74,7 +75,7 @@ impl Model {
     /// the rules' heads in block order; projections are drawn from their own seeds,
     /// derived from `config.train.seed`.
     pub fn new(config: &Config, classes: i64, input: InputShape, device: Device) -> Result<Self> {
-        crate::model::footprint::check(config, classes, input, device)?;
+        footprint::check(config, classes, input, device)?;
         config.validate_for_classes(classes)?;
         let network = Network::new(&config.model, input, device)?;
         Self::with_network(config, network, classes, input, device)

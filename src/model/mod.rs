@@ -7,7 +7,7 @@
 //! block can have its own optimizer, thread or device.
 
 pub mod cnn;
-pub mod footprint;
+
 pub mod mlp;
 pub mod resnet;
 pub mod vit;
