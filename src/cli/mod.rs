@@ -18,7 +18,6 @@ pub use sweep::SweepArgs;
 pub use train::{resolve_train_config, train_command, TrainArgs};
 
 use crate::bench::{epochs, flops, memory, pipeline, step};
-use crate::report::compare;
 use crate::{data, predict};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -84,7 +83,9 @@ pub fn main() -> Result<()> {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
         Some(Command::Bench(command)) => bench_command(command),
-        Some(Command::Report(args)) => compare::report(&args.runs, &args.thresholds, args.plot.as_deref()),
+        Some(Command::Report(args)) => {
+            crate::report::report(&args.runs, &args.thresholds, args.plot.as_deref())
+        }
         Some(Command::Sweep(args)) => crate::sweep::command(&args.into()),
     }
 }

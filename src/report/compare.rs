@@ -132,29 +132,6 @@ pub fn table(runs: &[RunRecord], thresholds: &[f64]) -> Result<String> {
     Ok(lines.join("\n"))
 }
 
-/// `sll report`: the runs in `dirs` side by side ([`table`]) at `thresholds` (percent;
-/// none given: [`default_thresholds`]), and their learning curves drawn into `plot`.
-pub fn report(dirs: &[PathBuf], thresholds: &[f64], plot: Option<&Path>) -> Result<()> {
-    let runs = dirs
-        .iter()
-        .map(|dir| RunRecord::load(dir))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(bad) = thresholds.iter().find(|t| !(0.0..=100.0).contains(*t)) {
-        bail!("--thresholds takes percentages in [0, 100], not {bad}");
-    }
-    let thresholds = if thresholds.is_empty() {
-        default_thresholds(&runs)
-    } else {
-        thresholds.iter().map(|t| t / 100.0).collect()
-    };
-    println!("{}", table(&runs, &thresholds)?);
-    if let Some(path) = plot {
-        super::plot::learning_curves(&runs, path)?;
-        println!("learning curves: {}", path.display());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ pub use definition::{parse_grid_file, request, Request, Sweep, MAX_RUNS, SWEEP_F
 pub use grid::{parse_grid_arg, parse_value, plain, product, split_values, Axis, VARIANT};
 pub use naming::run_names;
 pub use plan::{points, state, Point, State};
-pub use results::{csv, markdown, row, write_results, Row};
+pub use results::{csv, markdown, row, Row};
 
 use crate::io::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
@@ -110,4 +110,27 @@ pub fn command(options: &SweepOptions) -> Result<()> {
         eprintln!("warning: cannot write the results: {}", crate::one_line_error(&e));
     }
     execution::conclude(&outcomes, dir)
+}
+
+/// Writes `results.md`, `results.csv` and (with a numeric grid key) `results.png`.
+pub fn write_results(sweep: &Sweep, dir: &std::path::Path, x: Option<&str>) -> Result<()> {
+    let rows: Vec<Row> = plan::points(sweep, dir).iter().map(row).collect();
+    crate::io::write_atomic(&dir.join("results.md"), markdown(sweep, &rows).as_bytes())?;
+    crate::io::write_atomic(&dir.join("results.csv"), csv(sweep, &rows).as_bytes())?;
+    let png = dir.join("results.png");
+    match plot::draw(sweep, &rows, x, &png)? {
+        Some(why) => println!(
+            "results: {}, {} ({why}: {} not drawn)",
+            dir.join("results.md").display(),
+            dir.join("results.csv").display(),
+            png.display()
+        ),
+        None => println!(
+            "results: {}, {}, {}",
+            dir.join("results.md").display(),
+            dir.join("results.csv").display(),
+            png.display()
+        ),
+    }
+    Ok(())
 }

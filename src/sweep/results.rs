@@ -4,12 +4,8 @@
 use super::definition::Sweep;
 use super::execution::last_error;
 use super::grid::{describe_grid, describe_sets, plain};
-use super::plan::{complete, points, Point};
-use super::plot;
-use crate::io::write_atomic;
+use super::plan::{complete, Point};
 use crate::report::{EpochMetrics, RunStatus};
-use anyhow::Result;
-use std::path::Path;
 use toml::Value;
 
 /// One row of the results: a grid point and what its run directory holds.
@@ -194,27 +190,4 @@ pub fn csv(sweep: &Sweep, rows: &[Row]) -> String {
         .iter()
         .map(|line| line.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n")
         .collect()
-}
-
-/// Writes `results.md`, `results.csv` and (with a numeric grid key) `results.png`.
-pub fn write_results(sweep: &Sweep, dir: &Path, x: Option<&str>) -> Result<()> {
-    let rows: Vec<Row> = points(sweep, dir).iter().map(row).collect();
-    write_atomic(&dir.join("results.md"), markdown(sweep, &rows).as_bytes())?;
-    write_atomic(&dir.join("results.csv"), csv(sweep, &rows).as_bytes())?;
-    let png = dir.join("results.png");
-    match plot::draw(sweep, &rows, x, &png)? {
-        Some(why) => println!(
-            "results: {}, {} ({why}: {} not drawn)",
-            dir.join("results.md").display(),
-            dir.join("results.csv").display(),
-            png.display()
-        ),
-        None => println!(
-            "results: {}, {}, {}",
-            dir.join("results.md").display(),
-            dir.join("results.csv").display(),
-            png.display()
-        ),
-    }
-    Ok(())
 }
