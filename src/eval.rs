@@ -4,7 +4,7 @@
 use crate::checkpoint;
 use crate::learner::Evaluation;
 use crate::predict::TrainedRun;
-use crate::report::EpochMetrics;
+use crate::run::metrics::EpochMetrics;
 use crate::train;
 use anyhow::{bail, Result};
 use std::path::Path;

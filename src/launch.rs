@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Pipeline};
 use crate::io::{absolute, safe_name};
-use crate::report::Summary;
+use crate::run::summary::Summary;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 

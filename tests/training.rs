@@ -33,7 +33,7 @@ fn small_config(method: &str, epochs: usize, extra: &[&str]) -> Config {
     Config::load(None, &sets).unwrap()
 }
 
-fn train(config: Config) -> (sll::report::Summary, tempfile::TempDir) {
+fn train(config: Config) -> (sll::run::summary::Summary, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let summary = sll::run::run(config, &out).unwrap();

@@ -2,7 +2,7 @@
 
 use crate::config::{Config, Method, Pipeline, DEFAULT_PRESET};
 use crate::launch;
-use crate::report::Summary;
+use crate::run::summary::Summary;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

@@ -1,11 +1,8 @@
 //! Reading finished runs: comparing them ([`compare`]) and plotting them ([`plot`]).
-//! What a run writes is [`crate::run::record`].
+//! What a run writes is [`crate::run`]'s ([`crate::run::dir`], [`crate::run::summary`]).
 
 pub mod compare;
 pub mod plot;
-
-pub use crate::run::metrics::EpochMetrics;
-pub use crate::run::summary::{read_summary, RunStatus, Summary};
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};

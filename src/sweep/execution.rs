@@ -5,7 +5,7 @@
 use super::definition::Sweep;
 use super::grid::describe_grid;
 use super::plan::{accuracies, complete, train_args, Point, State};
-use crate::report::RunStatus;
+use crate::run::summary::RunStatus;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -141,7 +141,7 @@ fn summary_time(dir: &Path) -> Option<SystemTime> {
 fn outcome(point: &Point, status: std::io::Result<ExitStatus>, before: Option<SystemTime>) -> Outcome {
     let fresh = summary_time(&point.dir).is_some_and(|t| Some(t) != before);
     let summary = if fresh {
-        crate::report::read_summary(&point.dir)
+        crate::run::summary::read_summary(&point.dir)
     } else {
         None
     };
@@ -254,7 +254,7 @@ pub(super) fn run(
         }
         let point = &plan[i].0;
         let result = outcome(point, status, started);
-        let summary = crate::report::read_summary(&point.dir);
+        let summary = crate::run::summary::read_summary(&point.dir);
         let line = match (&result, &summary) {
             (Outcome::Trained, Some(s)) => format!("finished: {}", accuracies(s)),
             (Outcome::Diverged, Some(s)) => format!(

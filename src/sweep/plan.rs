@@ -7,7 +7,7 @@ use super::grid::{describe_grid, describe_sets, flatten, parse_grid_arg, plain, 
 use super::naming::run_names;
 use super::SweepOptions;
 use crate::config::Config;
-use crate::report::{RunStatus, Summary};
+use crate::run::summary::{RunStatus, Summary};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +87,7 @@ pub fn state(dir: &Path) -> State {
     if entries.flatten().all(|e| crate::io::is_temporary(&e.file_name())) {
         return State::New;
     }
-    match crate::report::read_summary(dir) {
+    match crate::run::summary::read_summary(dir) {
         Some(s) if complete(&s) => State::Finished(Box::new(s)),
         Some(s) if s.status == RunStatus::Diverged => State::Diverged(Box::new(s)),
         Some(s) => State::Resume(format!(

@@ -5,7 +5,8 @@ use super::definition::Sweep;
 use super::execution::last_error;
 use super::grid::{describe_grid, describe_sets, plain};
 use super::plan::{complete, Point};
-use crate::report::{EpochMetrics, RunStatus};
+use crate::run::metrics::EpochMetrics;
+use crate::run::summary::RunStatus;
 use toml::Value;
 
 /// One row of the results: a grid point and what its run directory holds.
@@ -39,7 +40,7 @@ pub fn row(point: &Point) -> Row {
         ensemble: None,
         minutes: None,
     };
-    if let Some(s) = crate::report::read_summary(&point.dir) {
+    if let Some(s) = crate::run::summary::read_summary(&point.dir) {
         row.status = if s.status == RunStatus::Finished && !complete(&s) {
             "incomplete".into()
         } else {
