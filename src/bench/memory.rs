@@ -138,12 +138,12 @@ pub fn depth_sets(config: &ModelConfig, depth: usize) -> Result<Vec<String>> {
             .with_context(|| format!("config key `model.{key}` is empty"))?;
         Ok((0..depth).map(|i| v.get(i).copied().unwrap_or(last)).collect())
     };
-    Ok(match config.kind.as_str() {
-        "mlp" => vec![format!(
+    Ok(match config {
+        ModelConfig::Mlp(config) => vec![format!(
             "model.hidden={}",
             list(&repeat_last(&config.hidden, "hidden")?)
         )],
-        "cnn" => {
+        ModelConfig::Cnn(config) => {
             let pools: Vec<i64> = config
                 .pool_after
                 .iter()
@@ -158,7 +158,7 @@ pub fn depth_sets(config: &ModelConfig, depth: usize) -> Result<Vec<String>> {
                 format!("model.pool_after={}", list(&pools)),
             ]
         }
-        "resnet" => {
+        ModelConfig::Resnet(config) => {
             let stages = config.stages.len();
             if stages == 0 || !depth.is_multiple_of(stages) {
                 bail!("depth {depth} is not a multiple of the ResNet's {stages} stages");
@@ -168,8 +168,7 @@ pub fn depth_sets(config: &ModelConfig, depth: usize) -> Result<Vec<String>> {
                 list(&vec![(depth / stages) as i64; stages])
             )]
         }
-        "vit" => vec![format!("model.depth={depth}")],
-        other => bail!("model kind {other:?} has no depth to vary"),
+        ModelConfig::Vit(_) => vec![format!("model.depth={depth}")],
     })
 }
 

@@ -7,7 +7,7 @@
 //! written to every run directory.
 
 mod data;
-mod model;
+mod kind;
 mod objective;
 mod optim;
 mod presets;
@@ -16,15 +16,14 @@ mod train;
 mod validate;
 mod values;
 
+pub use crate::model::config::{MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO, MAX_WIDTH};
+pub use crate::model::{Activation, ModelConfig, Norm, NormInit, PatchEmbed, Stem, TokenPool};
 pub use data::DataConfig;
-pub use model::{Activation, ModelConfig, Norm, NormInit, PatchEmbed, Stem, TokenPool};
 pub use objective::{HeadKind, ObjectiveConfig, Prior, ProjectionInput, ProjectionKind};
 pub use optim::{OptimConfig, OptimizerKind, Schedule};
 pub use presets::{preset, DEFAULT_PRESET, PRESETS};
 pub use train::{Method, Pipeline, TrainConfig};
-pub use validate::{
-    max_threads, MAX_BATCH, MAX_CHANNELS, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_LAYERS, MAX_MLP_RATIO, MAX_WIDTH,
-};
+pub use validate::{max_threads, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -60,20 +59,32 @@ fn default_preset_name() -> String {
 }
 
 impl Config {
-    /// Parses a config from TOML text; `origin` names it in error messages.
+    /// Parses a run's config (its `config.toml`) from TOML text; `origin` names it in
+    /// error messages. Model keys of other kinds than the run's, which builds before
+    /// per-kind model configs wrote, are ignored.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
-        let value: toml::Value =
+        let mut value: toml::Value =
             toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
+        kind::forget_other_kinds(&mut value);
         Self::from_value(value, origin)
     }
 
-    fn from_value(value: toml::Value, origin: &str) -> Result<Config> {
+    fn from_value(mut value: toml::Value, origin: &str) -> Result<Config> {
+        kind::settle(&mut value);
+        let explained = kind::explain(&value);
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            anyhow!(
-                "{origin}: key `{path}`: {}",
-                one_line(&e.into_inner().to_string())
-            )
+            let why = one_line(&e.into_inner().to_string());
+            let (path, why) = match explained {
+                Some((inner, why)) if path == "model" => (inner, one_line(&why)),
+                _ => (path, why),
+            };
+            // toml's messages end with " in `<key>`", which the prefix says already.
+            let why = match why.rfind(" in `") {
+                Some(at) if why.ends_with('`') => why[..at].to_string(),
+                _ => why,
+            };
+            anyhow!("{origin}: key `{path}`: {why}")
         })?;
         let mut config: Config = config;
         if config.objective.head == HeadKind::Auto {
@@ -121,9 +132,21 @@ impl Config {
         };
         let mut value: toml::Value =
             toml::from_str(&text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
+        let kind_before = kind::settle(&mut value);
         for set in sets {
             apply_set(&mut value, set)?;
         }
+        let given: Vec<String> = sets
+            .iter()
+            .filter_map(|s| {
+                s.split_once('=')?
+                    .0
+                    .trim()
+                    .strip_prefix("model.")
+                    .map(str::to_string)
+            })
+            .collect();
+        kind::after_change(&mut value, kind_before.as_deref(), &given);
         let mut config = Self::from_value(value, &origin)?;
         config.validate()?;
         config.drop_unused_objective(warn.then_some(sets));

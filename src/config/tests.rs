@@ -107,3 +107,65 @@ fn resolved_config_round_trips() {
     let c = Config::load(None, &[]).unwrap();
     assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
 }
+
+#[test]
+fn a_key_the_kind_lacks_is_an_error_that_lists_the_kinds_keys() {
+    let e = format!("{:#}", Config::load(None, &["model.modules=4".into()]).unwrap_err());
+    assert!(e.contains("key `model.modules`"), "{e}");
+    assert!(e.contains("`hidden`") && e.contains("`block_size`"), "{e}");
+    assert!(!e.contains("`channels`"), "{e}");
+    let e = format!("{:#}", Config::load(None, &["model.hidden=5".into()]).unwrap_err());
+    assert!(e.contains("key `model.hidden`: invalid type"), "{e}");
+}
+
+#[test]
+fn changing_the_kind_drops_the_presets_keys_of_the_old_kind() {
+    let sets = ["model.kind=\"cnn\"".to_string(), "model.channels=[8, 8, 8]".into()];
+    let c = Config::load(None, &sets).unwrap();
+    match &c.model {
+        ModelConfig::Cnn(cnn) => {
+            assert_eq!(cnn.channels, [8, 8, 8]);
+            assert_eq!(cnn.pool_grid, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.model.describe(), "cnn 8-8-8 (max-pool after 2,3), 1 per block");
+    // A key given for the old kind on the command line is still an error.
+    let sets = ["model.kind=\"cnn\"".to_string(), "model.hidden=[8]".into()];
+    let e = format!("{:#}", Config::load(None, &sets).unwrap_err());
+    assert!(e.contains("key `model.hidden`"), "{e}");
+}
+
+#[test]
+fn a_run_directory_written_with_every_kinds_keys_still_loads() {
+    // The config.toml of a cifar10-resnet32 run written before per-kind model configs:
+    // its [model] holds the MLP's, CNN's and ViT's keys too.
+    let text = include_str!("../../tests/data/flat-model-config.toml");
+    let c = Config::from_toml(text, "config.toml").unwrap();
+    assert_eq!(
+        c.model.describe(),
+        "resnet 5-5-5 blocks of widths 16-32-64 (cifar stem), 4 modules"
+    );
+    // A key no kind has is still refused.
+    let bad = text.replace("[model]\n", "[model]\nwidht = 3\n");
+    let e = format!("{:#}", Config::from_toml(&bad, "config.toml").unwrap_err());
+    assert!(e.contains("key `model.widht`"), "{e}");
+}
+
+#[test]
+fn presets_describe_their_models_as_before() {
+    let describe = |p: &str| Config::load(Some(p), &[]).unwrap().model.describe();
+    assert_eq!(describe("mnist-mlp"), "mlp 1024-1024-1024, 1 per block");
+    assert_eq!(
+        describe("cifar10-resnet32"),
+        "resnet 5-5-5 blocks of widths 16-32-64 (cifar stem), 16 modules"
+    );
+    assert_eq!(
+        describe("cifar10-vgg"),
+        "cnn 64-128-256-512 (max-pool after 1,2,3), 2 per block"
+    );
+    assert_eq!(
+        describe("mnist-vit"),
+        "vit patch 7 width 128 depth 6 heads 4 mlp 2x (mean pooling), 1 per block"
+    );
+}

@@ -7,8 +7,7 @@ impl Config {
     /// Rejects values and combinations that cannot train, naming the key.
     pub fn validate(&self) -> Result<()> {
         let o = &self.objective;
-        let m = &self.model;
-        let checks: [(bool, &str, String); 24] = [
+        let checks: [(bool, &str, String); 12] = [
             (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
             (self.data.workers > 0, "data.workers", "must be > 0".into()),
             (
@@ -26,66 +25,6 @@ impl Config {
                 "data.std",
                 "entries must be > 0".into(),
             ),
-            (
-                ["mlp", "cnn", "resnet", "vit"].contains(&m.kind.as_str()),
-                "model.kind",
-                format!("unknown model kind {:?} (known: mlp, cnn, resnet, vit)", m.kind),
-            ),
-            (
-                m.kind != "vit" || (m.width > 0 && m.heads > 0 && m.width % m.heads == 0),
-                "model.heads",
-                format!("must divide model.width ({} heads, width {})", m.heads, m.width),
-            ),
-            (
-                m.kind != "vit" || (m.depth > 0 && m.patch_size > 0 && m.mlp_ratio > 0.0),
-                "model.depth",
-                "model.depth, model.patch_size and model.mlp_ratio must be > 0".into(),
-            ),
-            (
-                m.kind != "vit" || m.token_pool != TokenPool::Cls || m.class_token,
-                "model.token_pool",
-                "= \"cls\" needs model.class_token = true".into(),
-            ),
-            (
-                (0.0..1.0).contains(&m.dropout),
-                "model.dropout",
-                "must be in [0, 1)".into(),
-            ),
-            (
-                m.kind != "resnet" || (!m.stages.is_empty() && m.stages.iter().all(|n| *n > 0)),
-                "model.stages",
-                "must be a non-empty list of positive block counts".into(),
-            ),
-            (
-                m.kind != "resnet" || m.stages.len() == m.channels.len(),
-                "model.channels",
-                format!(
-                    "must give one width per ResNet stage ({} stages in model.stages, {} widths)",
-                    m.stages.len(),
-                    m.channels.len()
-                ),
-            ),
-            (
-                m.kind == "mlp" || m.kind == "vit" || m.norm != Norm::Layer,
-                "model.norm",
-                format!("\"layer\" is for MLPs; a {} uses \"batch\" or \"none\"", m.kind),
-            ),
-            (
-                !self.model.hidden.is_empty() && self.model.hidden.iter().all(|w| *w > 0),
-                "model.hidden",
-                "must be a non-empty list of positive widths".into(),
-            ),
-            (
-                self.model.block_size > 0,
-                "model.block_size",
-                "must be > 0".into(),
-            ),
-            (
-                !self.model.channels.is_empty() && self.model.channels.iter().all(|c| *c > 0),
-                "model.channels",
-                "must be a non-empty list of positive channel counts".into(),
-            ),
-            (self.model.pool_grid > 0, "model.pool_grid", "must be > 0".into()),
             (o.d0 > 0, "objective.d0", "must be > 0".into()),
             (
                 o.sparse_nonzeros > 0 && o.sparse_nonzeros <= o.d0,
@@ -148,21 +87,12 @@ impl Config {
     }
 }
 
-/// Most layers (MLP layers, conv stages, residual blocks, transformer blocks) a model
-/// may have.
-pub const MAX_LAYERS: usize = 10_000;
-/// Widest MLP layer, and the largest `objective.d0`.
-pub const MAX_WIDTH: i64 = 1 << 20;
-/// Most channels of a conv stage, and the widest ViT token.
-pub const MAX_CHANNELS: i64 = 1 << 16;
 /// Largest training or evaluation minibatch.
 pub const MAX_BATCH: usize = 1 << 20;
 /// Largest `data.image_size` of an image folder.
 pub const MAX_IMAGE_SIZE: usize = 1024;
 /// Most epochs of a run.
 pub const MAX_EPOCHS: usize = 100_000;
-/// Largest `model.mlp_ratio` of a ViT.
-pub const MAX_MLP_RATIO: f64 = 64.0;
 /// The thread bound [`max_threads`] never goes below.
 pub(super) const MIN_THREAD_BOUND: usize = 8;
 
@@ -174,11 +104,4 @@ pub fn max_threads() -> usize {
     cores.saturating_mul(4).max(MIN_THREAD_BOUND)
 }
 
-/// `Ok` if `ok`, else the error "config key `key` <why>".
-pub(super) fn ensure(ok: bool, key: &str, why: impl FnOnce() -> String) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        bail!("config key `{key}` {}", why())
-    }
-}
+pub(super) use crate::model::config::ensure;

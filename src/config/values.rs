@@ -115,12 +115,12 @@ impl Config {
             )
         })?;
         ensure(
-            crop == side || !["mlp", "vit"].contains(&m.kind.as_str()),
+            crop == side || !m.kind().fixed_input_size(),
             "data.augment.crop_size",
             || {
                 format!(
                     "= {crop} must equal the test images' side ({side}): model.kind = \"{}\" takes inputs of one size",
-                    m.kind
+                    m.name()
                 )
             },
         )?;
@@ -129,99 +129,7 @@ impl Config {
         })?;
 
         // Model.
-        ensure(m.hidden.len() <= MAX_LAYERS, "model.hidden", || {
-            format!("has {} layers; at most {MAX_LAYERS}", m.hidden.len())
-        })?;
-        ensure(m.hidden.iter().all(|&w| w <= MAX_WIDTH), "model.hidden", || {
-            format!("widths must be at most {MAX_WIDTH}")
-        })?;
-        ensure(m.channels.len() <= MAX_LAYERS, "model.channels", || {
-            format!("has {} stages; at most {MAX_LAYERS}", m.channels.len())
-        })?;
-        ensure(
-            m.channels.iter().all(|&c| c <= MAX_CHANNELS),
-            "model.channels",
-            || format!("channel counts must be at most {MAX_CHANNELS}"),
-        )?;
-        let residual_blocks = m.stages.iter().fold(0usize, |a, &s| a.saturating_add(s));
-        ensure(
-            m.kind != "resnet" || residual_blocks <= MAX_LAYERS,
-            "model.stages",
-            || format!("holds {residual_blocks} residual blocks; at most {MAX_LAYERS}"),
-        )?;
-        let smallest = side.min(crop);
-        if m.kind == "cnn" {
-            let stages = m.channels.len();
-            ensure(
-                m.pool_after.iter().all(|s| (1..=stages).contains(s)),
-                "model.pool_after",
-                || format!("entries must be conv stages, 1..={stages} (1-based)"),
-            )?;
-            let mut pools = m.pool_after.clone();
-            pools.sort_unstable();
-            pools.dedup();
-            let left = smallest.checked_shr(pools.len() as u32).unwrap_or(0);
-            ensure(left >= 1, "model.pool_after", || {
-                format!(
-                    "halves the {smallest}x{smallest} inputs {} times, to nothing; at most {} max-pools fit",
-                    pools.len(),
-                    smallest.ilog2()
-                )
-            })?;
-        }
-        ensure(
-            m.kind == "mlp" || m.pool_grid as u64 <= side as u64,
-            "model.pool_grid",
-            || format!("= {} must be at most the images' side ({side})", m.pool_grid),
-        )?;
-        if m.kind == "vit" {
-            ensure(m.width <= MAX_CHANNELS, "model.width", || {
-                format!("= {} must be at most {MAX_CHANNELS}", m.width)
-            })?;
-            ensure(m.depth <= MAX_LAYERS, "model.depth", || {
-                format!("= {} must be at most {MAX_LAYERS}", m.depth)
-            })?;
-            ensure(
-                m.mlp_ratio.is_finite()
-                    && m.mlp_ratio <= MAX_MLP_RATIO
-                    && (m.width as f64 * m.mlp_ratio).round() >= 1.0,
-                "model.mlp_ratio",
-                || {
-                    format!(
-                        "= {} must be a finite number in (0, {MAX_MLP_RATIO}] giving the MLP at least one unit",
-                        m.mlp_ratio
-                    )
-                },
-            )?;
-            let patch = m.patch_size as u64;
-            ensure(
-                patch <= side as u64 && (side as u64).is_multiple_of(patch),
-                "model.patch_size",
-                || format!("= {} does not divide the {side}x{side} images", m.patch_size),
-            )?;
-        }
-        let (layers, unit) = match m.kind.as_str() {
-            "cnn" => (m.channels.len(), "conv stages"),
-            "resnet" => (residual_blocks, "residual blocks"),
-            "vit" => (m.depth, "transformer blocks"),
-            _ => (m.hidden.len(), "layers"),
-        };
-        ensure(m.block_size <= layers, "model.block_size", || {
-            format!("= {} exceeds the model's {layers} {unit}", m.block_size)
-        })?;
-        ensure(m.modules == 0 || m.kind == "resnet", "model.modules", || {
-            format!(
-                "= {} applies to ResNets only (use model.block_size for a {})",
-                m.modules, m.kind
-            )
-        })?;
-        ensure(m.modules <= layers + 1, "model.modules", || {
-            format!(
-                "= {} exceeds the model's {} units (the stem and {layers} {unit})",
-                m.modules,
-                layers + 1
-            )
-        })?;
+        m.kind().validate(side, crop)?;
 
         // Objective.
         ensure(o.d0 <= MAX_WIDTH, "objective.d0", || {

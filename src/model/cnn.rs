@@ -3,9 +3,95 @@
 //! feature map is average-pooled to a `pool_grid`×`pool_grid` grid and flattened for
 //! its local head and its projection.
 
+use super::config::{ensure, join, validate_block_size, validate_conv, ModelKind, Norm, NormInit};
 use super::{Block, InputShape, Network, Pooling};
-use crate::config::{ModelConfig, Norm};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
+
+/// `[model]` with `kind = "cnn"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnnConfig {
+    /// Output channels of each 3×3 conv stage, input to output.
+    pub channels: Vec<i64>,
+    /// The (1-based) conv stages followed by a 2×2 max-pool.
+    pub pool_after: Vec<usize>,
+    /// Feature maps are average-pooled to this k×k grid for heads and projections.
+    pub pool_grid: i64,
+    /// Keep activations and conv weights channels-last (faster convolutions on CPU).
+    pub channels_last: bool,
+    /// Normalisation after each conv: `none` or `batch`.
+    pub norm: Norm,
+    /// Initial scales γ of batch norms: `uniform` (U(0, 1), tch's default) or `ones`
+    /// (PyTorch's). Auxiliary heads keep `uniform`.
+    pub norm_init: NormInit,
+    /// Conv stages per block (one local objective per block).
+    pub block_size: usize,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        Self {
+            channels: vec![64, 128, 256],
+            pool_after: vec![2, 3],
+            pool_grid: 2,
+            channels_last: true,
+            norm: Norm::None,
+            norm_init: NormInit::Uniform,
+            block_size: 1,
+        }
+    }
+}
+
+impl ModelKind for CnnConfig {
+    fn name(&self) -> &'static str {
+        "cnn"
+    }
+
+    fn validate(&self, side: usize, crop: usize) -> Result<()> {
+        validate_conv("cnn", &self.channels, self.norm, self.pool_grid, side)?;
+        let stages = self.channels.len();
+        ensure(
+            self.pool_after.iter().all(|s| (1..=stages).contains(s)),
+            "model.pool_after",
+            || format!("entries must be conv stages, 1..={stages} (1-based)"),
+        )?;
+        let smallest = side.min(crop);
+        let mut pools = self.pool_after.clone();
+        pools.sort_unstable();
+        pools.dedup();
+        let left = smallest.checked_shr(pools.len() as u32).unwrap_or(0);
+        ensure(left >= 1, "model.pool_after", || {
+            format!(
+                "halves the {smallest}x{smallest} inputs {} times, to nothing; at most {} max-pools fit",
+                pools.len(),
+                smallest.ilog2()
+            )
+        })?;
+        validate_block_size(self.block_size, stages, "conv stages")
+    }
+
+    fn build(&self, input: InputShape, device: Device) -> Result<Network> {
+        Ok(build(self, input, device))
+    }
+
+    fn layers(&self) -> String {
+        format!(
+            "cnn {} (max-pool after {})",
+            join(&self.channels, "-"),
+            join(&self.pool_after, ",")
+        )
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
+        super::config::first_error::<Self>(table)
+    }
+}
 
 /// A k×k convolution (padding k/2) initialised as PyTorch's `nn.Conv2d`:
 /// U(−1/√fan_in, 1/√fan_in) for weights (and biases if any), fan_in = c_in·k².
@@ -124,7 +210,7 @@ impl Block for ConvBlock {
 
 /// Builds the CNN of `config`: conv widths `channels`, max-pool after the stages listed
 /// in `pool_after` (1-based), `block_size` stages per block.
-pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+pub fn build(config: &CnnConfig, input: InputShape, device: Device) -> Network {
     let grid = config.pool_grid;
     let mut blocks: Vec<Box<dyn Block>> = vec![];
     let mut stores = vec![];

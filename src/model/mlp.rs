@@ -1,9 +1,84 @@
 //! Multilayer perceptrons: each layer is Linear → (norm) → activation; `block_size`
 //! consecutive layers form one block.
 
+use super::config::{
+    ensure, join, validate_block_size, Activation, ModelKind, Norm, NormInit, MAX_LAYERS, MAX_WIDTH,
+};
 use super::{Block, InputShape, Network, Pooling};
-use crate::config::{Activation, ModelConfig, Norm, NormInit};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, nn::ModuleT, Device, Tensor};
+
+/// `[model]` with `kind = "mlp"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpConfig {
+    /// Width of each hidden layer, input to output.
+    pub hidden: Vec<i64>,
+    /// Activation after each layer.
+    pub activation: Activation,
+    /// Normalisation after each linear map.
+    pub norm: Norm,
+    /// Initial scales γ of batch norms: `uniform` (U(0, 1), tch's default) or `ones`
+    /// (PyTorch's).
+    pub norm_init: NormInit,
+    /// Layers per block (one local objective per block).
+    pub block_size: usize,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        Self {
+            hidden: vec![1024, 1024, 1024],
+            activation: Activation::Relu,
+            norm: Norm::None,
+            norm_init: NormInit::Uniform,
+            block_size: 1,
+        }
+    }
+}
+
+impl ModelKind for MlpConfig {
+    fn name(&self) -> &'static str {
+        "mlp"
+    }
+
+    fn validate(&self, _side: usize, _crop: usize) -> Result<()> {
+        let hidden = &self.hidden;
+        ensure(
+            !hidden.is_empty() && hidden.iter().all(|w| *w > 0),
+            "model.hidden",
+            || "must be a non-empty list of positive widths".into(),
+        )?;
+        ensure(hidden.len() <= MAX_LAYERS, "model.hidden", || {
+            format!("has {} layers; at most {MAX_LAYERS}", hidden.len())
+        })?;
+        ensure(hidden.iter().all(|&w| w <= MAX_WIDTH), "model.hidden", || {
+            format!("widths must be at most {MAX_WIDTH}")
+        })?;
+        validate_block_size(self.block_size, hidden.len(), "layers")
+    }
+
+    fn build(&self, input: InputShape, device: Device) -> Result<Network> {
+        Ok(build(self, input, device))
+    }
+
+    fn layers(&self) -> String {
+        format!("mlp {}", join(&self.hidden, "-"))
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
+        super::config::first_error::<Self>(table)
+    }
+
+    fn fixed_input_size(&self) -> bool {
+        true
+    }
+}
 
 /// One Linear → (LayerNorm | BatchNorm) → activation layer.
 #[derive(Debug)]
@@ -84,7 +159,7 @@ impl Block for MlpBlock {
 }
 
 /// Builds the MLP of `config`: widths `hidden`, grouped `block_size` layers per block.
-pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+pub fn build(config: &MlpConfig, input: InputShape, device: Device) -> Network {
     let input_dim: i64 = input.iter().product();
     let mut blocks: Vec<Box<dyn Block>> = vec![];
     let mut stores = vec![];

@@ -7,13 +7,18 @@
 //! block can have its own optimizer, thread or device.
 
 pub mod cnn;
-
+pub mod config;
 pub mod mlp;
 pub mod resnet;
 pub mod vit;
 
-use crate::config::ModelConfig;
-use anyhow::{bail, Result};
+pub use cnn::CnnConfig;
+pub use config::{Activation, ModelConfig, ModelKind, Norm, NormInit};
+pub use mlp::MlpConfig;
+pub use resnet::{ResnetConfig, Stem};
+pub use vit::{PatchEmbed, TokenPool, VitConfig};
+
+use anyhow::Result;
 use tch::{nn, Device, Tensor};
 
 /// How a block's output h_i is reduced to the vector u_i = pool(h_i) that the local
@@ -58,9 +63,9 @@ pub trait Block: std::fmt::Debug + Send {
 
 /// The batch-norm settings of the network's layers: scales γ from `init` (tch's U(0, 1)
 /// or PyTorch's 1), shifts 0.
-pub fn batch_norm_config(init: crate::config::NormInit) -> nn::BatchNormConfig {
+pub fn batch_norm_config(init: NormInit) -> nn::BatchNormConfig {
     let mut config = nn::BatchNormConfig::default();
-    if init == crate::config::NormInit::Ones {
+    if init == NormInit::Ones {
         config.ws_init = nn::Init::Const(1.0);
     }
     config
@@ -106,13 +111,7 @@ pub struct Network {
 impl Network {
     /// Builds the network described by `config` for inputs of `input` shape.
     pub fn new(config: &ModelConfig, input: InputShape, device: Device) -> Result<Self> {
-        match config.kind.as_str() {
-            "mlp" => Ok(mlp::build(config, input, device)),
-            "cnn" => Ok(cnn::build(config, input, device)),
-            "resnet" => Ok(resnet::build(config, input, device)),
-            "vit" => vit::build(config, input, device),
-            other => bail!("unknown model kind {other:?} (known: mlp, cnn, resnet, vit)"),
-        }
+        config.kind().build(input, device)
     }
 
     /// The root path of block `i` (0-based) in its own store: `block<i+1>`.

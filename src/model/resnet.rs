@@ -14,9 +14,132 @@
 //! its local head and its projection.
 
 use super::cnn::{channels_last_layout, conv, ConvShape};
+use super::config::{
+    ensure, join, validate_block_size, validate_conv, ModelKind, Norm, NormInit, MAX_LAYERS,
+};
 use super::{Block, InputShape, Network, Pooling};
-use crate::config::{ModelConfig, Norm, Stem};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
+
+/// Input stem of a ResNet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// conv 3×3, stride 1 (32×32 inputs).
+    Cifar,
+    /// conv 7×7 stride 2, then max-pool 3×3 stride 2 (ImageNet-sized inputs).
+    Imagenet,
+}
+
+/// `[model]` with `kind = "resnet"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResnetConfig {
+    /// Residual blocks per stage (ResNet-20: [3, 3, 3]; ResNet-18: [2, 2, 2, 2]).
+    pub stages: Vec<usize>,
+    /// The width of each stage.
+    pub channels: Vec<i64>,
+    /// The input stem, `cifar` (conv 3×3) or `imagenet` (conv 7×7 stride 2, max-pool).
+    pub stem: Stem,
+    /// Feature maps are average-pooled to this k×k grid for heads and projections.
+    pub pool_grid: i64,
+    /// Keep activations and conv weights channels-last (faster convolutions on CPU).
+    pub channels_last: bool,
+    /// Normalisation after each conv: `none` or `batch`.
+    pub norm: Norm,
+    /// Initial scales γ of batch norms: `uniform` (U(0, 1), tch's default) or `ones`
+    /// (PyTorch's). Auxiliary heads keep `uniform`.
+    pub norm_init: NormInit,
+    /// Residual blocks per block (one local objective per block).
+    pub block_size: usize,
+    /// Split the network's units (the stem and every residual block) into this many
+    /// contiguous modules of near-equal unit counts, as InfoPro does (ResNet-32: 16
+    /// units; K = 16 gives the stem a module of its own); 0 = group by `block_size`.
+    pub modules: usize,
+}
+
+impl Default for ResnetConfig {
+    fn default() -> Self {
+        Self {
+            stages: vec![3, 3, 3],
+            channels: vec![64, 128, 256],
+            stem: Stem::Cifar,
+            pool_grid: 2,
+            channels_last: true,
+            norm: Norm::None,
+            norm_init: NormInit::Uniform,
+            block_size: 1,
+            modules: 0,
+        }
+    }
+}
+
+impl ModelKind for ResnetConfig {
+    fn name(&self) -> &'static str {
+        "resnet"
+    }
+
+    fn validate(&self, side: usize, _crop: usize) -> Result<()> {
+        ensure(
+            !self.stages.is_empty() && self.stages.iter().all(|n| *n > 0),
+            "model.stages",
+            || "must be a non-empty list of positive block counts".into(),
+        )?;
+        ensure(self.stages.len() == self.channels.len(), "model.channels", || {
+            format!(
+                "must give one width per ResNet stage ({} stages in model.stages, {} widths)",
+                self.stages.len(),
+                self.channels.len()
+            )
+        })?;
+        validate_conv("resnet", &self.channels, self.norm, self.pool_grid, side)?;
+        let residual = self.stages.iter().fold(0usize, |a, &s| a.saturating_add(s));
+        ensure(residual <= MAX_LAYERS, "model.stages", || {
+            format!("holds {residual} residual blocks; at most {MAX_LAYERS}")
+        })?;
+        validate_block_size(self.block_size, residual, "residual blocks")?;
+        ensure(self.modules <= residual + 1, "model.modules", || {
+            format!(
+                "= {} exceeds the model's {} units (the stem and {residual} residual blocks)",
+                self.modules,
+                residual + 1
+            )
+        })
+    }
+
+    fn build(&self, input: InputShape, device: Device) -> Result<Network> {
+        Ok(build(self, input, device))
+    }
+
+    fn layers(&self) -> String {
+        format!(
+            "resnet {} blocks of widths {} ({} stem)",
+            join(&self.stages, "-"),
+            join(&self.channels, "-"),
+            match self.stem {
+                Stem::Cifar => "cifar",
+                Stem::Imagenet => "imagenet",
+            }
+        )
+    }
+
+    fn grouping(&self) -> String {
+        if self.modules > 0 {
+            format!("{} modules", self.modules)
+        } else {
+            format!("{} per block", self.block_size)
+        }
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
+        super::config::first_error::<Self>(table)
+    }
+}
 
 /// A convolution followed by batch norm (when the network has it).
 #[derive(Debug)]
@@ -27,7 +150,7 @@ struct ConvNorm {
 
 impl ConvNorm {
     /// Convs feeding a batch norm have no bias (the norm's shift replaces it).
-    fn new(path: nn::Path, shape: ConvShape, config: &ModelConfig) -> Self {
+    fn new(path: nn::Path, shape: ConvShape, config: &ResnetConfig) -> Self {
         let batch_norm = config.norm == Norm::Batch;
         Self {
             conv: conv(&path / "conv", shape, !batch_norm, config.channels_last),
@@ -135,7 +258,7 @@ pub type UnitGroup = (bool, std::ops::Range<usize>);
 /// `model.modules = K > 0`, the 1 + `residual` units split into K contiguous groups of
 /// near-equal size (module g holds units ⌊g·U/K⌋ … ⌊(g+1)·U/K⌋ − 1, unit 0 the stem);
 /// otherwise `block_size` residual blocks per module, the stem with the first.
-pub fn unit_groups(config: &ModelConfig, residual: usize) -> Vec<UnitGroup> {
+pub fn unit_groups(config: &ResnetConfig, residual: usize) -> Vec<UnitGroup> {
     if config.modules > 0 {
         let units = residual + 1;
         let k = config.modules.min(units);
@@ -159,7 +282,7 @@ fn conv_out(size: i64, kernel: i64, stride: i64) -> i64 {
 }
 
 /// Builds the ResNet of `config` for inputs of `input` shape.
-pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Network {
+pub fn build(config: &ResnetConfig, input: InputShape, device: Device) -> Network {
     let [c_in, mut height, mut width] = input;
     // (stage index, width, stride) of every residual block, input to output.
     let plan: Vec<(i64, i64)> = config
@@ -356,8 +479,7 @@ mod tests {
     #[test]
     fn modules_split_the_units_into_contiguous_groups() {
         let _turn = crate::libtorch_turn();
-        let mut config = ModelConfig {
-            kind: "resnet".into(),
+        let mut config = ResnetConfig {
             stages: vec![5, 5, 5],
             channels: vec![16, 32, 64],
             ..Default::default()

@@ -14,10 +14,168 @@
 //! (the softmax is taken stably, max subtracted); [`attention_reference`] is the naive
 //! formula it is tested against.
 
+use super::config::{
+    ensure, validate_block_size, validate_pool_grid, ModelKind, MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO,
+};
 use super::{linear, Block, InputShape, Network, Pooling};
-use crate::config::{ModelConfig, PatchEmbed, TokenPool};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+/// How a ViT turns patches into tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchEmbed {
+    /// A conv with kernel = stride = patch size.
+    Conv,
+    /// A linear map of each flattened patch (the same function, another layout).
+    Linear,
+}
+
+/// How a ViT block's tokens are pooled into u_i.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenPool {
+    /// The mean over tokens.
+    Mean,
+    /// The class token.
+    Cls,
+}
+
+/// `[model]` with `kind = "vit"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VitConfig {
+    /// Side of the square patches.
+    pub patch_size: i64,
+    /// Patch embedding, `conv` (kernel = stride = patch) or `linear` (on flattened patches).
+    pub patch_embed: PatchEmbed,
+    /// Token width.
+    pub width: i64,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads (must divide `width`).
+    pub heads: i64,
+    /// Hidden width of the MLP as a multiple of `width`.
+    pub mlp_ratio: f64,
+    /// Dropout after attention, in the MLP, and on attention weights (0 = off).
+    pub dropout: f64,
+    /// Prepend a learned class token.
+    pub class_token: bool,
+    /// Pooling of tokens for heads and projections, `mean` or `cls` (needs `class_token`).
+    pub token_pool: TokenPool,
+    /// The input is average-pooled to this k×k grid for q_0's projection.
+    pub pool_grid: i64,
+    /// Transformer blocks per block (one local objective per block).
+    pub block_size: usize,
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        Self {
+            patch_size: 4,
+            patch_embed: PatchEmbed::Conv,
+            width: 192,
+            depth: 6,
+            heads: 3,
+            mlp_ratio: 2.0,
+            dropout: 0.0,
+            class_token: false,
+            token_pool: TokenPool::Mean,
+            pool_grid: 2,
+            block_size: 1,
+        }
+    }
+}
+
+impl ModelKind for VitConfig {
+    fn name(&self) -> &'static str {
+        "vit"
+    }
+
+    fn validate(&self, side: usize, _crop: usize) -> Result<()> {
+        ensure(
+            self.width > 0 && self.heads > 0 && self.width % self.heads == 0,
+            "model.heads",
+            || {
+                format!(
+                    "must divide model.width ({} heads, width {})",
+                    self.heads, self.width
+                )
+            },
+        )?;
+        ensure(
+            self.depth > 0 && self.patch_size > 0 && self.mlp_ratio > 0.0,
+            "model.depth",
+            || "model.depth, model.patch_size and model.mlp_ratio must be > 0".into(),
+        )?;
+        ensure(
+            self.token_pool != TokenPool::Cls || self.class_token,
+            "model.token_pool",
+            || "= \"cls\" needs model.class_token = true".into(),
+        )?;
+        ensure((0.0..1.0).contains(&self.dropout), "model.dropout", || {
+            "must be in [0, 1)".into()
+        })?;
+        validate_pool_grid(self.pool_grid, side)?;
+        ensure(self.width <= MAX_CHANNELS, "model.width", || {
+            format!("= {} must be at most {MAX_CHANNELS}", self.width)
+        })?;
+        ensure(self.depth <= MAX_LAYERS, "model.depth", || {
+            format!("= {} must be at most {MAX_LAYERS}", self.depth)
+        })?;
+        ensure(
+            self.mlp_ratio.is_finite()
+                && self.mlp_ratio <= MAX_MLP_RATIO
+                && (self.width as f64 * self.mlp_ratio).round() >= 1.0,
+            "model.mlp_ratio",
+            || {
+                format!(
+                    "= {} must be a finite number in (0, {MAX_MLP_RATIO}] giving the MLP at least one unit",
+                    self.mlp_ratio
+                )
+            },
+        )?;
+        let patch = self.patch_size as u64;
+        ensure(
+            patch <= side as u64 && (side as u64).is_multiple_of(patch),
+            "model.patch_size",
+            || format!("= {} does not divide the {side}x{side} images", self.patch_size),
+        )?;
+        validate_block_size(self.block_size, self.depth, "transformer blocks")
+    }
+
+    fn build(&self, input: InputShape, device: Device) -> Result<Network> {
+        build(self, input, device)
+    }
+
+    fn layers(&self) -> String {
+        format!(
+            "vit patch {} width {} depth {} heads {} mlp {}x ({} pooling)",
+            self.patch_size,
+            self.width,
+            self.depth,
+            self.heads,
+            self.mlp_ratio,
+            match self.token_pool {
+                TokenPool::Mean => "mean",
+                TokenPool::Cls => "class-token",
+            }
+        )
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
+        super::config::first_error::<Self>(table)
+    }
+
+    fn fixed_input_size(&self) -> bool {
+        true
+    }
+}
 
 /// softmax(q kᵀ / √d) v, written out: the reference the fused kernel is tested against.
 pub fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
@@ -198,7 +356,7 @@ impl Block for VitBlock {
 
 /// Builds the ViT of `config` for inputs of `input` shape; an error if the image does not
 /// divide into patches.
-pub fn build(config: &ModelConfig, input: InputShape, device: Device) -> Result<Network> {
+pub fn build(config: &VitConfig, input: InputShape, device: Device) -> Result<Network> {
     let [c, h, w] = input;
     let (p, width) = (config.patch_size, config.width);
     if h % p != 0 || w % p != 0 {
@@ -344,7 +502,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let net = build(&config.model, [1, 28, 28], Device::Cpu).unwrap();
+        let net = Network::new(&config.model, [1, 28, 28], Device::Cpu).unwrap();
         assert_eq!(net.len(), 3);
         let mut h = Tensor::randn([2, 1, 28, 28], (Kind::Float, Device::Cpu));
         for block in &net.blocks {
@@ -352,7 +510,7 @@ mod tests {
             assert_eq!(h.size(), [2, 17, 32]);
             assert_eq!(block.pooling().apply(&h).size(), [2, 32]);
         }
-        let e = build(&config.model, [1, 30, 30], Device::Cpu).unwrap_err();
+        let e = Network::new(&config.model, [1, 30, 30], Device::Cpu).unwrap_err();
         assert!(format!("{e}").contains("model.patch_size"), "{e}");
     }
 }

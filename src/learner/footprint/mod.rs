@@ -18,7 +18,7 @@ mod shapes;
 pub use shapes::{cnn, mlp, network, resnet, vit, BlockShape, NetworkShape};
 
 use crate::config::{Config, HeadKind, Method, OptimizerKind, Pipeline, Prior, ProjectionKind};
-use crate::model::InputShape;
+use crate::model::{InputShape, ModelConfig};
 use anyhow::{bail, Result};
 use shapes::n;
 use tch::Device;
@@ -240,20 +240,20 @@ fn advice(config: &Config, footprint: &Footprint) -> String {
     }
     let m = &config.model;
     let list = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-    match m.kind.as_str() {
-        "cnn" => format!(
+    match m {
+        ModelConfig::Cnn(m) => format!(
             "reduce model.channels (now [{}]) or model.pool_grid",
             list(&m.channels)
         ),
-        "resnet" => format!(
+        ModelConfig::Resnet(m) => format!(
             "reduce model.channels (now [{}]), model.stages or model.pool_grid",
             list(&m.channels)
         ),
-        "vit" => format!(
+        ModelConfig::Vit(m) => format!(
             "reduce model.width (now {}), model.depth (now {}) or model.mlp_ratio",
             m.width, m.depth
         ),
-        _ => format!("reduce model.hidden (now [{}])", list(&m.hidden)),
+        ModelConfig::Mlp(m) => format!("reduce model.hidden (now [{}])", list(&m.hidden)),
     }
 }
 

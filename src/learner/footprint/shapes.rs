@@ -3,8 +3,8 @@
 //! (exact), its pooled dimension and the floats one example keeps alive in a training
 //! step (approximate). [`network`] picks the function of a config's model kind.
 
-use crate::config::{ModelConfig, Norm, PatchEmbed, Stem};
 use crate::model::InputShape;
+use crate::model::{CnnConfig, MlpConfig, ModelConfig, Norm, PatchEmbed, ResnetConfig, Stem, VitConfig};
 
 /// One block as far as memory goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -47,7 +47,7 @@ pub(super) fn n(v: i64) -> u128 {
 
 /// The MLP of [`crate::model::mlp::build`]: per layer a Linear (weights and bias) and, with a
 /// norm, its weight and bias.
-pub fn mlp(config: &ModelConfig, input: InputShape) -> NetworkShape {
+pub fn mlp(config: &MlpConfig, input: InputShape) -> NetworkShape {
     let input_dim: u128 = input.iter().map(|&d| n(d)).product();
     let norm = u128::from(config.norm != Norm::None);
     let mut in_dim = input_dim;
@@ -78,7 +78,7 @@ pub fn mlp(config: &ModelConfig, input: InputShape) -> NetworkShape {
 
 /// The VGG-style CNN of [`crate::model::cnn::build`]: per stage a 3×3 conv with bias and,
 /// with batch norm, its weight and bias.
-pub fn cnn(config: &ModelConfig, input: InputShape) -> NetworkShape {
+pub fn cnn(config: &CnnConfig, input: InputShape) -> NetworkShape {
     let grid = n(config.pool_grid);
     let batch_norm = config.norm == Norm::Batch;
     let bn = u128::from(batch_norm);
@@ -133,7 +133,7 @@ fn conv_norm(c_in: u128, c_out: u128, kernel: u128, batch_norm: bool) -> u128 {
 /// The ResNet of [`crate::model::resnet::build`]: the stem (with the first block), then basic
 /// blocks of two 3×3 conv–norm pairs and a 1×1 projection shortcut where the width or
 /// the resolution changes.
-pub fn resnet(config: &ModelConfig, input: InputShape) -> NetworkShape {
+pub fn resnet(config: &ResnetConfig, input: InputShape) -> NetworkShape {
     let batch_norm = config.norm == Norm::Batch;
     let bn = f64::from(u8::from(batch_norm));
     let grid = n(config.pool_grid);
@@ -202,7 +202,7 @@ pub fn resnet(config: &ModelConfig, input: InputShape) -> NetworkShape {
 /// The ViT of [`crate::model::vit::build`]: the patch embedding, position embeddings and
 /// class token with the first block, pre-norm transformer blocks (two LayerNorms, qkv
 /// and output maps, a two-layer MLP), and the final LayerNorm with the last block.
-pub fn vit(config: &ModelConfig, input: InputShape) -> NetworkShape {
+pub fn vit(config: &VitConfig, input: InputShape) -> NetworkShape {
     let [c, h, w] = input;
     let p = config.patch_size.max(1);
     let d = n(config.width);
@@ -259,11 +259,10 @@ pub fn vit(config: &ModelConfig, input: InputShape) -> NetworkShape {
 /// The blocks of the network `config` describes, for inputs of `input` shape (`None`
 /// for an unknown model kind).
 pub fn network(config: &ModelConfig, input: InputShape) -> Option<NetworkShape> {
-    match config.kind.as_str() {
-        "mlp" => Some(mlp(config, input)),
-        "cnn" => Some(cnn(config, input)),
-        "resnet" => Some(resnet(config, input)),
-        "vit" => Some(vit(config, input)),
-        _ => None,
-    }
+    Some(match config {
+        ModelConfig::Mlp(c) => mlp(c, input),
+        ModelConfig::Cnn(c) => cnn(c, input),
+        ModelConfig::Resnet(c) => resnet(c, input),
+        ModelConfig::Vit(c) => vit(c, input),
+    })
 }
