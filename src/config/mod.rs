@@ -16,7 +16,7 @@ mod train;
 mod validate;
 mod values;
 
-pub use crate::model::config::{MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO, MAX_WIDTH};
+pub use crate::model::kind::{MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO, MAX_WIDTH};
 pub use crate::model::{Activation, ModelConfig, Norm, NormInit, PatchEmbed, Stem, TokenPool};
 pub use data::DataConfig;
 pub use objective::{HeadKind, ObjectiveConfig, Prior, ProjectionInput, ProjectionKind};

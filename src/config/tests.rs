@@ -110,17 +110,26 @@ fn resolved_config_round_trips() {
 
 #[test]
 fn a_key_the_kind_lacks_is_an_error_that_lists_the_kinds_keys() {
-    let e = format!("{:#}", Config::load(None, &["model.modules=4".into()]).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Config::load(None, &["model.modules=4".into()]).unwrap_err()
+    );
     assert!(e.contains("key `model.modules`"), "{e}");
     assert!(e.contains("`hidden`") && e.contains("`block_size`"), "{e}");
     assert!(!e.contains("`channels`"), "{e}");
-    let e = format!("{:#}", Config::load(None, &["model.hidden=5".into()]).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Config::load(None, &["model.hidden=5".into()]).unwrap_err()
+    );
     assert!(e.contains("key `model.hidden`: invalid type"), "{e}");
 }
 
 #[test]
 fn changing_the_kind_drops_the_presets_keys_of_the_old_kind() {
-    let sets = ["model.kind=\"cnn\"".to_string(), "model.channels=[8, 8, 8]".into()];
+    let sets = [
+        "model.kind=\"cnn\"".to_string(),
+        "model.channels=[8, 8, 8]".into(),
+    ];
     let c = Config::load(None, &sets).unwrap();
     match &c.model {
         ModelConfig::Cnn(cnn) => {

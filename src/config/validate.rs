@@ -104,4 +104,4 @@ pub fn max_threads() -> usize {
     cores.saturating_mul(4).max(MIN_THREAD_BOUND)
 }
 
-pub(super) use crate::model::config::ensure;
+pub(super) use crate::model::kind::ensure;

@@ -3,7 +3,7 @@
 //! feature map is average-pooled to a `pool_grid`×`pool_grid` grid and flattened for
 //! its local head and its projection.
 
-use super::config::{ensure, join, validate_block_size, validate_conv, ModelKind, Norm, NormInit};
+use super::kind::{ensure, join, validate_block_size, validate_conv, ModelKind, Norm, NormInit};
 use super::{Block, InputShape, Network, Pooling};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -89,7 +89,7 @@ impl ModelKind for CnnConfig {
     }
 
     fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
-        super::config::first_error::<Self>(table)
+        super::kind::first_error::<Self>(table)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Multilayer perceptrons: each layer is Linear → (norm) → activation; `block_size`
 //! consecutive layers form one block.
 
-use super::config::{
+use super::kind::{
     ensure, join, validate_block_size, Activation, ModelKind, Norm, NormInit, MAX_LAYERS, MAX_WIDTH,
 };
 use super::{Block, InputShape, Network, Pooling};
@@ -72,7 +72,7 @@ impl ModelKind for MlpConfig {
     }
 
     fn first_error(&self, table: toml::Value) -> Option<(String, String)> {
-        super::config::first_error::<Self>(table)
+        super::kind::first_error::<Self>(table)
     }
 
     fn fixed_input_size(&self) -> bool {

@@ -8,12 +8,14 @@
 
 pub mod cnn;
 pub mod config;
+pub mod kind;
 pub mod mlp;
 pub mod resnet;
 pub mod vit;
 
 pub use cnn::CnnConfig;
-pub use config::{Activation, ModelConfig, ModelKind, Norm, NormInit};
+pub use config::ModelConfig;
+pub use kind::{Activation, ModelKind, Norm, NormInit};
 pub use mlp::MlpConfig;
 pub use resnet::{ResnetConfig, Stem};
 pub use vit::{PatchEmbed, TokenPool, VitConfig};
@@ -142,4 +144,23 @@ impl Network {
             .map(|t| t.numel() as i64)
             .sum()
     }
+}
+
+/// The model config of `settings` (`key=value`, the value in TOML syntax or a bare
+/// string, e.g. `kind=resnet`), the kind's defaults for the rest, validated for
+/// `side`×`side` inputs.
+#[cfg(test)]
+pub(crate) fn test_config(settings: &[String], side: usize) -> Result<ModelConfig> {
+    let mut table = toml::Table::new();
+    for s in settings {
+        let (key, raw) = s.split_once('=').expect("key=value");
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        table.insert(key.trim_start_matches("model.").to_string(), value);
+    }
+    let config: ModelConfig = toml::Value::Table(table).try_into()?;
+    config.kind().validate(side, side)?;
+    Ok(config)
 }

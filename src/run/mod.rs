@@ -7,6 +7,7 @@
 pub mod dir;
 pub mod interrupt;
 pub mod metrics;
+mod schedule;
 pub mod state;
 pub mod summary;
 pub mod time_to_accuracy;
@@ -15,84 +16,19 @@ use crate::checkpoint;
 use crate::config::{Config, Pipeline};
 use crate::data::{loader::LoaderData, Dataset};
 use crate::learner::{Evaluation, Model};
-#[cfg(feature = "mpi")]
-use crate::train::distributed;
 use crate::train::progress::{progress_bar, EpochProgress, LossGuard};
-use crate::train::{self, optim, pipeline, train_step};
+use crate::train::{self, optim, train_step};
 use anyhow::{anyhow, bail, Result};
 use dir::RunDir;
 use metrics::EpochMetrics;
 use optim::LrSchedule;
+use schedule::Schedule;
 use state::Progress;
 use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 use summary::{RunStatus, Summary};
 use tch::Device;
-
-/// How the blocks of a run are scheduled.
-enum Schedule {
-    Sequential,
-    Threads(pipeline::Stages),
-    #[cfg(feature = "mpi")]
-    Mpi(distributed::MpiPipeline),
-}
-
-impl Schedule {
-    fn plan(config: &Config, model: &Model) -> Result<Self> {
-        Ok(match config.train.pipeline {
-            Pipeline::None => Self::Sequential,
-            Pipeline::Threads => Self::Threads(pipeline::Stages::plan_by_cost(&config.train, &model.block_costs())?),
-            #[cfg(feature = "mpi")]
-            Pipeline::Mpi => {
-                let mpi = distributed::MpiPipeline::init(&config.train, model.network.len())?;
-                tch::set_num_threads(mpi.threads() as i32);
-                Self::Mpi(mpi)
-            }
-            #[cfg(not(feature = "mpi"))]
-            Pipeline::Mpi => bail!(
-                "config key `train.pipeline` = \"mpi\" needs a build with the `mpi` feature (install OpenMPI, then `cargo build --release --features mpi`) started by mpirun"
-            ),
-        })
-    }
-
-    /// Whether this process writes the run directory (every process but MPI ranks > 0).
-    fn is_root(&self) -> bool {
-        match self {
-            #[cfg(feature = "mpi")]
-            Self::Mpi(mpi) => mpi.is_root(),
-            _ => true,
-        }
-    }
-
-    /// Whether this process reads the training data (all but MPI stages after the first).
-    fn reads_data(&self) -> bool {
-        match self {
-            #[cfg(feature = "mpi")]
-            Self::Mpi(mpi) => mpi.reads_data(),
-            _ => true,
-        }
-    }
-
-    /// The pipeline this schedule runs.
-    fn kind(&self) -> Pipeline {
-        match self {
-            Self::Sequential => Pipeline::None,
-            Self::Threads(_) => Pipeline::Threads,
-            #[cfg(feature = "mpi")]
-            Self::Mpi(_) => Pipeline::Mpi,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Self::Sequential => format!("{} threads", tch::get_num_threads()),
-            Self::Threads(stages) => stages.to_string(),
-            #[cfg(feature = "mpi")]
-            Self::Mpi(mpi) => mpi.to_string(),
-        }
-    }
-}
 
 /// Trains `config` into the run directory `out` (a new or empty folder) and returns its
 /// summary.
