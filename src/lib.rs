@@ -1,10 +1,49 @@
 //! Stochastic Layer-wise Learning (SLL, arXiv 2505.05181): deep networks trained
 //! block by block, each block with its own local loss, no gradient crossing a block.
+//! `docs/method.md` is the method this code implements.
 //!
-//! The pipeline is the module tree: [`data`] → [`model`] (blocks) → [`objective`]
-//! (projections, D_B) → [`rules`] (the local losses) → [`train`] (trainers) → [`report`] (run directory) and
-//! [`checkpoint`]; [`cli`] ties them into the `sll` command. `docs/method.md` is the
-//! method this code implements.
+//! The module tree is the pipeline, and each module imports only from those after it
+//! in this list: [`cli`] (arguments) → [`sweep`] → [`bench`] → [`report`] →
+//! [`launch`], [`eval`], [`predict`] → [`run`] (one training run: epochs, run
+//! directory, resume) → [`train`] (trainers: sequential, bp, pipelines, optimizers) →
+//! [`checkpoint`] → [`learner`] ([`learner::Model`]: a network with the local rule of
+//! each block) → [`rules`] (the local losses behind [`rules::LocalRule`]) →
+//! [`objective`] → [`projection`] → [`config`] → [`model`] (blocks and networks, each
+//! kind with its config) → [`data`] → [`kernels`] → the small helpers below them.
+//!
+//! A model trained in memory with SLL, two blocks, on random data:
+//!
+//! ```
+//! # fn main() -> anyhow::Result<()> {
+//! use sll::{config::Config, data::Dataset, learner::Model, train};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let config = Config::load(Some("mnist-mlp"), &["model.hidden=[32, 16]".into()])?;
+//! tch::manual_seed(0);
+//! let model = Model::new(&config, 10, [1, 28, 28], Device::Cpu)?;
+//! assert_eq!(model.network.len(), 2);
+//! let data = Dataset {
+//!     images: Tensor::rand([256, 1, 28, 28], (Kind::Float, Device::Cpu)),
+//!     labels: Tensor::randint(10, [256], (Kind::Int64, Device::Cpu)),
+//!     classes: 10,
+//! };
+//! train::fit(&config, &model, &data, 1)?;
+//! let evaluation = model.evaluate(&data, 128);
+//! assert_eq!(evaluation.block_accuracy.len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! A run as `sll train` makes it ([`run::run`]) and reloaded ([`predict::TrainedRun`]):
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use sll::{config::Config, predict::TrainedRun};
+//! let config = Config::load(Some("mnist-mlp"), &["train.epochs=1".into()])?;
+//! let summary = sll::run::run(config, "runs/quick".as_ref())?;
+//! println!("{:.2} %", 100.0 * summary.test_accuracy);
+//! let run = TrainedRun::load("runs/quick".as_ref(), None)?;
+//! # Ok(()) }
+//! ```
 
 pub mod bench;
 pub mod checkpoint;

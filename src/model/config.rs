@@ -14,6 +14,19 @@ use super::vit::VitConfig;
 use serde::{Deserialize, Serialize};
 
 /// Model section: the network's kind and its kind's settings.
+///
+/// ```
+/// use sll::model::ModelConfig;
+/// let text = "kind = \"resnet\"\nstages = [5, 5, 5]\nchannels = [16, 32, 64]\nmodules = 16";
+/// let resnet32: ModelConfig = toml::from_str(text).unwrap();
+/// assert_eq!(
+///     resnet32.describe(),
+///     "resnet 5-5-5 blocks of widths 16-32-64 (cifar stem), 16 modules"
+/// );
+/// // A key the kind does not have is refused, with the kind's keys listed.
+/// let e = toml::from_str::<ModelConfig>("kind = \"mlp\"\nmodules = 4").unwrap_err();
+/// assert!(e.to_string().contains("unknown field `modules`, expected one of `hidden`"));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ModelConfig {
