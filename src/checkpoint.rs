@@ -2,7 +2,7 @@
 //! named `block<i>.<layer>.<param>` (e.g. `block2.layer1.linear.weight`,
 //! `block2.head.bias`), with the projection seeds, the epoch and the resolved config
 //! in its metadata. Written with [`crate::io::write_atomic`], so a crash never leaves
-//! a half-written checkpoint. [`crate::train::state`] writes the resumable training
+//! a half-written checkpoint. [`crate::run::state`] writes the resumable training
 //! state with the same functions.
 
 use crate::config::Config;

@@ -3,7 +3,7 @@
 //! `docs/method.md` is the method this code implements.
 //!
 //! The module tree is the pipeline, and each module imports only from those after it
-//! in this list: [`cli`] (arguments) → [`sweep`] → [`bench`] → [`report`] →
+//! in this list: [`cli`] (arguments) → [`sweep`] → [`mod@bench`] → [`report`] →
 //! [`launch`], [`eval`], [`predict`] → [`run`] (one training run: epochs, run
 //! directory, resume) → [`train`] (trainers: sequential, bp, pipelines, optimizers) →
 //! [`checkpoint`] → [`learner`] ([`learner::Model`]: a network with the local rule of

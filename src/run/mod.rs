@@ -39,7 +39,7 @@ use tch::Device;
 /// from the last state. A non-finite or exploding loss (the divergence guard,
 /// `train.divergence_factor`) stops the run with an error that names the block, the
 /// epoch and the step (and the stage, in a pipeline). With `train.pipeline = "threads"`
-/// the epoch's steps run in [`pipeline`] stages; evaluation and checkpoints are the
+/// the epoch's steps run in [`crate::train::pipeline`] stages; evaluation and checkpoints are the
 /// same either way.
 pub fn run(config: Config, out: &Path) -> Result<Summary> {
     match run_rank(config, out)? {

@@ -77,7 +77,7 @@ pub struct Summary {
     pub train_samples_per_second: f64,
     /// Peak resident memory of the process.
     pub peak_rss_bytes: u64,
-    /// When the test accuracy first reached each of [`compare::THRESHOLDS`] (those reached).
+    /// When the test accuracy first reached each of [`super::time_to_accuracy::THRESHOLDS`] (those reached).
     #[serde(default)]
     pub time_to_accuracy: Vec<super::time_to_accuracy::TimeToAccuracy>,
     /// Trainable parameters (blocks and heads).
