@@ -49,6 +49,7 @@ pub fn set_this_thread(on: bool) {
 }
 
 /// Whether flush-to-zero is set in the calling thread.
+#[cfg(test)]
 pub fn is_set() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -9,7 +9,7 @@
 //! [`checkpoint`] → [`learner`] ([`learner::Model`]: a network with the local rule of
 //! each block) → [`rules`] (the local losses behind [`rules::LocalRule`]) →
 //! [`objective`] → [`projection`] → [`config`] → [`model`] (blocks and networks, each
-//! kind with its config) → [`data`] → [`kernels`] → the small helpers below them.
+//! kind with its config) → [`data`] → `kernels` → the small helpers below them.
 //!
 //! A model trained in memory with SLL, two blocks, on random data:
 //!
@@ -33,6 +33,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The main types are re-exported here: [`Config`], [`Model`], [`Network`] and
+//! [`Block`] with [`ModelConfig`], [`LocalRule`], and [`TrainedRun`] (a finished run reloaded from its directory); a run is [`run::run`]. The fast CPU kernels,
+//! the OpenMP plumbing and the denormal flags are internal.
+//!
 //! A run as `sll train` makes it ([`run::run`]) and reloaded ([`predict::TrainedRun`]):
 //!
 //! ```no_run
@@ -45,23 +49,29 @@
 //! # Ok(()) }
 //! ```
 
+pub use config::Config;
+pub use learner::Model;
+pub use model::{Block, ModelConfig, Network};
+pub use predict::TrainedRun;
+pub use rules::LocalRule;
+
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
-pub mod denormals;
+pub(crate) mod denormals;
 pub mod device;
 pub mod eval;
 pub mod heap;
 pub mod io;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod launch;
 pub mod learner;
 pub mod malloc;
 pub mod model;
 pub mod objective;
-pub mod parallel;
+pub(crate) mod parallel;
 pub mod predict;
 pub mod projection;
 pub mod report;

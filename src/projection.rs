@@ -2,7 +2,7 @@
 //! "Definitions"): gaussian, sparse and srht, each drawn once from a seed derived from
 //! the run seed and the block's index, never trained. [`Projection::apply`] is the
 //! reference (autograd, any device); [`Projection::fused`] hands R to the CPU kernels
-//! of [`crate::kernels`].
+//! of `crate::kernels`.
 
 use crate::config::{ObjectiveConfig, ProjectionKind};
 use crate::kernels::{self, RowProjection};
@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Seed of block `index`'s projection (index 0 is the input's), from the run seed.
 ///
-/// A SplitMix64 finaliser ([`kernels::mix`]) over (seed, index): independent,
+/// A SplitMix64 finaliser (`kernels::mix`) over (seed, index): independent,
 /// well-spread seeds per block.
 pub fn projection_seed(run_seed: u64, index: usize) -> u64 {
     kernels::mix(run_seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(index as u64 + 1)))

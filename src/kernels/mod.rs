@@ -29,9 +29,9 @@ pub mod sparse;
 pub mod srht;
 pub mod tile;
 
-pub use fused::{fused_divergence, fused_posterior, FusedDivergence, FusedProjection};
+pub use fused::{fused_divergence, fused_posterior, FusedProjection};
 pub use mask::{mix, MaskSpec};
 pub use rows::kernel_threads;
 pub use sparse::SparseTable;
-pub use srht::{fwht, SrhtTable};
-pub use tile::{RowProjection, TILE};
+pub use srht::SrhtTable;
+pub use tile::RowProjection;
