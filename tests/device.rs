@@ -13,21 +13,15 @@
 //! `data/` (or `./data` when the build's repository path does not exist there).
 //! `SLL_TEST_NOTES=FILE` appends the training test's accuracy to FILE.
 
+mod common;
+use common::serial;
 use sll::checkpoint;
 use sll::config::{Config, Method};
 use sll::learner::Model;
 use sll::train::{self, optim::LrSchedule};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
-
-/// libtorch's generator is process-wide: the tests that seed it take turns.
-static LIBTORCH: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What `SLL_TEST_DEVICE` names (`cpu` when unset).
 fn device_name() -> String {

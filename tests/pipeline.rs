@@ -6,16 +6,7 @@ use sll::cli::{resolve_train_config, TrainArgs};
 use sll::config::{Config, Pipeline};
 
 mod common;
-use common::{assert_same_training, small_sets};
-use std::sync::Mutex;
-
-/// libtorch's generator and thread settings are process-wide: tests that train take turns.
-static LIBTORCH: Mutex<()> = Mutex::new(());
-
-/// Takes the libtorch turn (a failed test does not poison it for the others).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::{assert_same_training, serial, small_sets};
 
 /// A small SLL MLP (3 blocks, dropout on) on 1,500 MNIST examples, 1 intra-op thread.
 fn small_config(extra: &[&str]) -> Config {

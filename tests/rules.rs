@@ -3,18 +3,11 @@
 //! sequential trainer does, short runs learn, and the checkpoint reloads in `sll eval`.
 
 mod common;
-use common::{assert_same_training, snapshot, REPO_DATA};
+use common::{assert_same_training, serial, snapshot, REPO_DATA};
 use sll::config::Config;
 use sll::learner::Model;
 use sll::train::{optim::LrSchedule, optim::Optimizer, sequential};
-use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
-
-static LIBTORCH: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const RULES: [&str; 5] = ["sll", "local", "dgl", "infopro", "predsim"];
 

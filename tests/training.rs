@@ -2,21 +2,12 @@
 //! locality of the block-local step, checkpoints, and the NaN guard.
 
 mod common;
-use common::snapshot;
+use common::{serial, snapshot};
 use sll::checkpoint;
 use sll::config::{Config, Method};
 use sll::learner::Model;
 use sll::train::{self, optim::LrSchedule, optim::Optimizer, sequential};
-use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
-
-/// libtorch's generator and thread pool are process-wide: tests that train take turns.
-static LIBTORCH: Mutex<()> = Mutex::new(());
-
-/// Takes the libtorch turn (a failed test does not poison it for the others).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A small MLP on a 10,000-example MNIST subset.
 fn small_config(method: &str, epochs: usize, extra: &[&str]) -> Config {

@@ -59,6 +59,13 @@ pub struct LocalBlock<'a> {
     pub rule: &'a dyn LocalRule,
 }
 
+impl<'a> LocalBlock<'a> {
+    /// Block `index` (0-based), f_i, and its rule.
+    pub fn new(index: usize, block: &'a dyn Block, rule: &'a dyn LocalRule) -> Self {
+        Self { index, block, rule }
+    }
+}
+
 /// The objective settings a method trains with: only `sll` has a divergence.
 pub fn effective_objective(config: &Config) -> ObjectiveConfig {
     let mut objective = config.objective.clone();
@@ -177,11 +184,7 @@ impl Model {
 
     /// What the local step of block `i` reads.
     pub fn local_block(&self, i: usize) -> LocalBlock<'_> {
-        LocalBlock {
-            index: i,
-            block: self.network.blocks[i].as_ref(),
-            rule: self.rules[i].as_ref(),
-        }
+        LocalBlock::new(i, self.network.blocks[i].as_ref(), self.rules[i].as_ref())
     }
 
     /// The model split for a pipeline: the input message, computed by the thread that

@@ -295,15 +295,16 @@ fn train_epochs(
                 bail!("interrupted");
             };
             progress = Progress {
-                epoch: epoch - 1,
                 step: steps_done,
                 partial_sums: sums,
                 partial_seconds: seconds,
-                train_seconds,
-                wall_seconds,
-                loss_references: guard.references(),
-                history: history.clone(),
-                ..Progress::default()
+                ..Progress::at_epoch(
+                    epoch - 1,
+                    train_seconds,
+                    wall_seconds,
+                    guard.references(),
+                    history.clone(),
+                )
             };
             state::save(&run_dir.state_path(), &model, &optimizers, &progress)?;
             let at = format!("epoch {epoch}, step {steps_done} of {steps_per_epoch}");
@@ -330,14 +331,13 @@ fn train_epochs(
         metrics.wall_seconds = wall_seconds;
         eprintln!("{}", metrics.one_line(config.train.epochs));
         history.push(metrics);
-        progress = Progress {
+        progress = Progress::at_epoch(
             epoch,
             train_seconds,
             wall_seconds,
-            loss_references: guard.references(),
-            history: history.clone(),
-            ..Progress::default()
-        };
+            guard.references(),
+            history.clone(),
+        );
         state::save(&run_dir.state_path(), &model, &optimizers, &progress)?;
         checkpoint::save(&model, &config, epoch, &run_dir.checkpoint_path())?;
         run_dir.write_metrics(&history)?;

@@ -57,6 +57,27 @@ pub struct Progress {
     pub history: Vec<EpochMetrics>,
 }
 
+impl Progress {
+    /// At the end of epoch `epoch` (0 = before the first), with the run's times so far,
+    /// the divergence guard's references and the metrics of every completed epoch.
+    pub fn at_epoch(
+        epoch: usize,
+        train_seconds: f64,
+        wall_seconds: f64,
+        loss_references: Vec<Option<f64>>,
+        history: Vec<EpochMetrics>,
+    ) -> Self {
+        Self {
+            epoch,
+            train_seconds,
+            wall_seconds,
+            loss_references,
+            history,
+            ..Self::default()
+        }
+    }
+}
+
 /// Every tensor of the state, by its name in the file (shared with the live ones, so
 /// copying into them restores the run).
 fn state_tensors(model: &Model, optimizers: &[Optimizer]) -> BTreeMap<String, Tensor> {

@@ -218,3 +218,11 @@ pub fn snapshot(model: &sll::learner::Model, i: usize) -> Vec<Tensor> {
         .map(|t| t.detach().copy())
         .collect()
 }
+
+/// libtorch's generator and thread settings are process-wide: the tests of one binary
+/// that seed or train take turns (a failed test does not poison the turn for the others).
+#[allow(dead_code)]
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LIBTORCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LIBTORCH.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -347,11 +347,7 @@ impl Stage<'_> {
         let parts = self.blocks.iter().zip(self.rules.iter());
         let parts: Vec<LocalBlock<'_>> = parts
             .enumerate()
-            .map(|(j, (block, rule))| LocalBlock {
-                index: self.first + j,
-                block: block.as_ref(),
-                rule: rule.as_ref(),
-            })
+            .map(|(j, (block, rule))| LocalBlock::new(self.first + j, block.as_ref(), rule.as_ref()))
             .collect();
         for mut minibatch in input {
             if let Some(device) = self.device {
