@@ -76,8 +76,8 @@ fn train_residual_blocks(epochs: usize) -> Result<f64> {
         &["data.train_subset=5000".into(), format!("data.dir={data:?}")],
     )?;
     train::init_runtime(&config);
-    let (train_set, test_set) = train::prepare_data(&mut config, Device::Cpu)?;
-    let input = train::input_shape(&train_set);
+    let (train_set, test_set) = sll::data::prepare(&mut config.data, Device::Cpu)?;
+    let input = sll::data::input_shape(&train_set);
     let (width, blocks) = (256, 3);
     let stores: Vec<nn::VarStore> = (0..blocks).map(|_| nn::VarStore::new(Device::Cpu)).collect();
     let network = Network {

@@ -69,8 +69,8 @@ fn train_with_smoothed_ce(epochs: usize) -> Result<f64> {
         ],
     )?;
     train::init_runtime(&config);
-    let (train_set, test_set): (Dataset, Dataset) = train::prepare_data(&mut config, Device::Cpu)?;
-    let input: InputShape = train::input_shape(&train_set);
+    let (train_set, test_set): (Dataset, Dataset) = sll::data::prepare(&mut config.data, Device::Cpu)?;
+    let input: InputShape = sll::data::input_shape(&train_set);
     let network = Network::new(&config.model, input, Device::Cpu)?;
     let mut model = Model::with_network(&config, network, 10, input, Device::Cpu)?;
     // Replace each block's rule by ours; its head lives in the block's own var store,

@@ -5,7 +5,6 @@ use crate::checkpoint;
 use crate::learner::Evaluation;
 use crate::predict::TrainedRun;
 use crate::run::metrics::EpochMetrics;
-use crate::train;
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -21,7 +20,7 @@ pub fn evaluate_run(run: &Path, data_dir: Option<&str>) -> Result<Evaluation> {
         device,
         ..
     } = TrainedRun::load(run, data_dir)?;
-    let (_, test) = train::prepare_data(&mut config, device)?;
+    let (_, test) = crate::data::prepare(&mut config.data, device)?;
     let weights = run.join("model.safetensors");
     let eval = model.evaluate(&test, config.data.eval_batch_size);
     for (i, a) in eval.block_accuracy.iter().enumerate() {

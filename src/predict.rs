@@ -96,7 +96,7 @@ impl TrainedRun {
     pub fn probabilities(&self, images: &Tensor) -> Result<Tensor> {
         let d = &self.config.data;
         let images = if d.normalize {
-            train::standardise(images, &d.mean, &d.std)?
+            data::standardise(images, &d.mean, &d.std)?
         } else {
             images.shallow_clone()
         };

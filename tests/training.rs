@@ -369,8 +369,14 @@ fn short_vit_runs_reach_stated_accuracy_and_reload_exactly() {
         let run = dir.path().join("run");
         let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
         let mut resolved = Config::from_toml(&text, "config.toml").unwrap();
-        let (_, test) = train::prepare_data(&mut resolved, Device::Cpu).unwrap();
-        let model = Model::new(&resolved, test.classes, train::input_shape(&test), Device::Cpu).unwrap();
+        let (_, test) = sll::data::prepare(&mut resolved.data, Device::Cpu).unwrap();
+        let model = Model::new(
+            &resolved,
+            test.classes,
+            sll::data::input_shape(&test),
+            Device::Cpu,
+        )
+        .unwrap();
         checkpoint::load(&model, &run.join("model.safetensors")).unwrap();
         assert_eq!(
             model.evaluate(&test, 500).accuracy,

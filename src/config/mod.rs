@@ -6,7 +6,6 @@
 //! are rejected by [`Config::validate`]. The fully resolved config (seeds included) is
 //! written to every run directory.
 
-mod data;
 mod kind;
 mod objective;
 mod optim;
@@ -16,9 +15,9 @@ mod train;
 mod validate;
 mod values;
 
+pub use crate::data::DataConfig;
 pub use crate::model::kind::{MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO, MAX_WIDTH};
 pub use crate::model::{Activation, ModelConfig, Norm, NormInit, PatchEmbed, Stem, TokenPool};
-pub use data::DataConfig;
 pub use objective::{HeadKind, ObjectiveConfig, Prior, ProjectionInput, ProjectionKind};
 pub use optim::{OptimConfig, OptimizerKind, Schedule};
 pub use presets::{preset, DEFAULT_PRESET, PRESETS};

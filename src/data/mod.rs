@@ -22,17 +22,21 @@
 pub mod augment;
 mod batches;
 pub mod cifar;
+pub mod config;
 pub mod fetch;
 mod files;
 pub mod idx;
 pub mod imagefolder;
 pub mod loader;
 mod mnist;
+pub mod prepare;
 
 pub(crate) use batches::epoch_order;
 pub use batches::{ordered_batches, shuffled_batches, Batches};
+pub use config::DataConfig;
 pub(crate) use files::{fetch_command_for, locate, sha256_hex, Checksum};
 pub(crate) use mnist::{spec, DataFile};
+pub use prepare::{input_shape, prepare, standardise};
 
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;

@@ -96,11 +96,11 @@ pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Summary> {
 fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summary>> {
     let device = crate::device::parse(&config.train.device)?;
     train::init_runtime(&config);
-    let (train, test) = train::prepare_data(&mut config, device)?;
+    let (train, test) = crate::data::prepare(&mut config.data, device)?;
     if config.train.keep_freed_memory {
         crate::malloc::keep_freed_memory();
     }
-    let mut model = Model::new(&config, train.classes, train::input_shape(&test), device)?;
+    let mut model = Model::new(&config, train.classes, crate::data::input_shape(&test), device)?;
     let schedule = Schedule::plan(&config, &model)?;
     if let Schedule::Threads(stages) = &schedule {
         stages.place(&mut model);

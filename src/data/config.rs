@@ -1,6 +1,6 @@
 //! The `[data]` section.
 
-use crate::data::augment::Augment;
+use super::augment::Augment;
 use serde::{Deserialize, Serialize};
 
 /// Data section.
