@@ -1,7 +1,7 @@
 """PyTorch reference of `sll train`: trains a preset with SLL the way `sll` does.
 
 Reads the preset's TOML (configs/<name>.toml, or a path) with the defaults of
-src/config.rs, and trains it with the same algorithm, shapes, hyperparameters and
+src/config/ and src/model/, and trains it with the same algorithm, shapes, hyperparameters and
 schedule (not bit for bit: initial weights, projections, dropout masks, shuffling and
 augmentation are drawn from PyTorch's generators instead of ours):
 
@@ -60,7 +60,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
-# The defaults of src/config.rs for the keys this script reads.
+# The defaults of src/config/ and src/model/ for the keys this script reads.
 DEFAULTS = {
     "data": {"dataset": "mnist", "batch_size": 128, "eval_batch_size": 1000, "normalize": True,
              "mean": [], "std": [], "train_subset": 0, "test_subset": 0,
