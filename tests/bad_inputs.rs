@@ -231,7 +231,6 @@ fn data_and_model_shape_settings_are_refused_before_training() {
         sets(&["data.batch_size=0"], "data.batch_size"),
         sets(&["data.batch_size=99999999999"], "data.batch_size"),
         sets(&["data.eval_batch_size=0"], "data.eval_batch_size"),
-        sets(&["data.workers=0"], "data.workers"),
         sets(&["data.workers=100000"], "data.workers"),
         sets(&["data.mean=[nan]", "data.std=[1]"], "data.mean"),
         sets(&["data.mean=[0]", "data.std=[inf]"], "data.std"),

@@ -518,7 +518,7 @@ fn loader_matches_shuffled_batches_and_is_deterministic() {
     let ds = synthetic(103);
     let data = LoaderData::new(&ds).unwrap();
     assert_eq!(data.len(), 103);
-    for workers in [1, 3] {
+    for workers in [0, 1, 3] {
         let batches = data.epoch(10, 42, 2, Augment::default(), workers).unwrap();
         assert_eq!(batches.len(), 11);
         let reference = data::shuffled_batches(&ds, 10, 42, 2);
@@ -530,7 +530,7 @@ fn loader_matches_shuffled_batches_and_is_deterministic() {
         assert_eq!(count, 11);
     }
 
-    // With augmentation: the same whatever the number of workers, and
+    // With augmentation: the same whatever the number of workers (none included), and
     // different across epochs and seeds.
     let augment = Augment {
         crop_padding: 1,
@@ -548,6 +548,8 @@ fn loader_matches_shuffled_batches_and_is_deterministic() {
     assert_eq!(one.len(), 7);
     assert_eq!(one[6].0.size(), vec![103 - 96, 1, 2, 2]);
     assert!(same(&one, &run(7, 0, 4)));
+    // Built by the consuming thread (no worker): the same batches.
+    assert!(same(&one, &run(7, 0, 0)));
     assert!(!same(&one, &run(7, 1, 2)));
     assert!(!same(&one, &run(8, 0, 2)));
     // Labels follow the shuffled order whatever the augmentation.

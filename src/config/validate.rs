@@ -7,9 +7,8 @@ impl Config {
     /// Rejects values and combinations that cannot train, naming the key.
     pub fn validate(&self) -> Result<()> {
         let o = &self.objective;
-        let checks: [(bool, &str, String); 12] = [
+        let checks: [(bool, &str, String); 11] = [
             (self.data.batch_size > 0, "data.batch_size", "must be > 0".into()),
-            (self.data.workers > 0, "data.workers", "must be > 0".into()),
             (
                 self.data.eval_batch_size > 0,
                 "data.eval_batch_size",

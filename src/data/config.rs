@@ -17,7 +17,9 @@ pub struct DataConfig {
     /// Training-time augmentation (seeded; off by default): `crop_padding`, `crop_size`,
     /// `flip`, `cutout`.
     pub augment: Augment,
-    /// Background threads assembling (and augmenting) training batches.
+    /// Background threads assembling (and augmenting) training batches; 0 = none, the
+    /// training thread builds each batch as it needs it (the default: on a machine whose
+    /// cores all run intra-op threads, a loader thread waking every step stalls them).
     pub workers: usize,
     /// Minibatch size for training.
     pub batch_size: usize,
@@ -42,7 +44,7 @@ impl Default for DataConfig {
             dir: "data".into(),
             image_size: 0,
             augment: Augment::default(),
-            workers: 1,
+            workers: 0,
             batch_size: 128,
             eval_batch_size: 1000,
             normalize: true,

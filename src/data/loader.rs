@@ -2,7 +2,9 @@
 //! step does not wait for gathering and augmentation.
 //!
 //! [`LoaderData`] keeps one contiguous copy of a set's images and labels;
-//! [`LoaderData::epoch`] starts a few worker threads that build the batches of
+//! [`LoaderData::epoch`] builds the batches in the consuming thread (`workers = 0`,
+//! the default: on a machine whose cores all run the step's intra-op threads, a
+//! loader thread waking every step stalls them) or starts worker threads that build the batches of
 //! one epoch, in the order [`super::shuffled_batches`] visits, augment them
 //! with [`Augment`], and hand them over as CPU tensors through bounded
 //! channels. Batches are assembled in Rust and turned into tensors with a
@@ -36,10 +38,8 @@ pub struct LoaderData {
 /// output size. The last batch is smaller when the batch size does not divide
 /// the length.
 pub struct EpochBatches {
-    /// One channel per worker; batch `i` comes from worker `i % workers`.
-    receivers: Vec<Receiver<(Tensor, Tensor)>>,
-    /// The worker threads, joined on drop.
-    workers: Vec<JoinHandle<()>>,
+    /// The batches' builder: this thread or worker threads.
+    source: Source,
     /// Index of the next batch.
     next: usize,
     /// Index of the first batch (the epoch may start part-way, in a resumed run).
@@ -80,12 +80,13 @@ impl LoaderData {
         self.labels.is_empty()
     }
 
-    /// Start `workers` threads (at least 1) producing the batches of epoch
+    /// Start `workers` threads producing the batches of epoch
     /// `epoch`: examples visited in the same permutation as
     /// [`super::shuffled_batches`] with the same `seed` and `epoch`, each
     /// augmented by `augment` with its generator from [`Augment::rng`]. A
     /// `batch_size` of 0 is treated as 1. The result is identical whatever
-    /// the number of workers; with `augment` off it equals
+    /// the number of workers (0: built by the consuming thread as it asks for
+    /// them, no thread started); with `augment` off it equals
     /// [`super::shuffled_batches`]. An error if the crop does not fit the
     /// images.
     pub fn epoch(
@@ -111,42 +112,40 @@ impl LoaderData {
         workers: usize,
         first: usize,
     ) -> Result<EpochBatches> {
-        let (c, h, w) = self.shape;
+        let (_, h, w) = self.shape;
         let (oh, ow) = augment.output_size(h, w)?;
         let batch_size = batch_size.max(1);
         let order: Arc<[i64]> = epoch_order(self.len(), seed, epoch).into();
         let batches = self.len().div_ceil(batch_size);
         let first = first.min(batches);
-        let workers = workers.clamp(1, (batches - first).max(1));
+        let plan = EpochPlan {
+            data: self.clone(),
+            order,
+            batch_size,
+            seed,
+            epoch,
+            augment,
+            output: (oh, ow),
+        };
+        if workers == 0 {
+            return Ok(EpochBatches {
+                source: Source::Inline(plan),
+                next: first,
+                first,
+                batches,
+            });
+        }
+        let workers = workers.min((batches - first).max(1));
+        let plan = Arc::new(plan);
         let mut receivers = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for worker in 0..workers {
             let (tx, rx) = sync_channel(AHEAD_PER_WORKER);
-            let (data, order) = (self.clone(), order.clone());
+            let plan = plan.clone();
             handles.push(std::thread::spawn(move || {
-                let example = c * h * w;
-                let out_example = c * oh * ow;
                 for batch in (first + worker..batches).step_by(workers) {
-                    let ids = &order[batch * batch_size..((batch + 1) * batch_size).min(order.len())];
-                    let mut images = vec![0f32; ids.len() * out_example];
-                    let mut labels = Vec::with_capacity(ids.len());
-                    for (position, (&id, out)) in
-                        ids.iter().zip(images.chunks_exact_mut(out_example)).enumerate()
-                    {
-                        let id = id as usize;
-                        let src = &data.images[id * example..(id + 1) * example];
-                        if augment.is_off() {
-                            out.copy_from_slice(src);
-                        } else {
-                            let mut rng = Augment::rng(seed, epoch, batch, position);
-                            augment.apply(src, (c, h, w), out, &mut rng);
-                        }
-                        labels.push(data.labels[id]);
-                    }
-                    let b = ids.len() as i64;
-                    let images = Tensor::from_slice(&images).view([b, c as i64, oh as i64, ow as i64]);
                     // The consumer hung up (the iterator was dropped): stop.
-                    if tx.send((images, Tensor::from_slice(&labels))).is_err() {
+                    if tx.send(plan.batch(batch)).is_err() {
                         return;
                     }
                 }
@@ -154,13 +153,69 @@ impl LoaderData {
             receivers.push(rx);
         }
         Ok(EpochBatches {
-            receivers,
-            workers: handles,
+            source: Source::Threads {
+                receivers,
+                workers: handles,
+            },
             next: first,
             first,
             batches,
         })
     }
+}
+
+/// What builds the batches of one epoch.
+struct EpochPlan {
+    data: LoaderData,
+    /// The epoch's permutation of the examples.
+    order: Arc<[i64]>,
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    augment: Augment,
+    /// (H', W') of the augmented images.
+    output: (usize, usize),
+}
+
+impl EpochPlan {
+    /// Batch `batch` (0-based) of the epoch: its examples gathered and augmented.
+    fn batch(&self, batch: usize) -> (Tensor, Tensor) {
+        let (c, h, w) = self.data.shape;
+        let (oh, ow) = self.output;
+        let example = c * h * w;
+        let out_example = c * oh * ow;
+        let order = &self.order;
+        let ids = &order[batch * self.batch_size..((batch + 1) * self.batch_size).min(order.len())];
+        let mut images = vec![0f32; ids.len() * out_example];
+        let mut labels = Vec::with_capacity(ids.len());
+        for (position, (&id, out)) in ids.iter().zip(images.chunks_exact_mut(out_example)).enumerate() {
+            let id = id as usize;
+            let src = &self.data.images[id * example..(id + 1) * example];
+            if self.augment.is_off() {
+                out.copy_from_slice(src);
+            } else {
+                let mut rng = Augment::rng(self.seed, self.epoch, batch, position);
+                self.augment.apply(src, (c, h, w), out, &mut rng);
+            }
+            labels.push(self.data.labels[id]);
+        }
+        let b = ids.len() as i64;
+        let images = Tensor::from_slice(&images).view([b, c as i64, oh as i64, ow as i64]);
+        (images, Tensor::from_slice(&labels))
+    }
+}
+
+/// Where an epoch's batches come from.
+enum Source {
+    /// Built by the consumer's own thread as it asks for them (`workers = 0`).
+    Inline(EpochPlan),
+    /// Built ahead by worker threads; batch `i` from worker `i % workers`.
+    Threads {
+        /// One channel per worker.
+        receivers: Vec<Receiver<(Tensor, Tensor)>>,
+        /// The worker threads, joined on drop.
+        workers: Vec<JoinHandle<()>>,
+    },
 }
 
 impl Iterator for EpochBatches {
@@ -170,8 +225,16 @@ impl Iterator for EpochBatches {
         if self.next >= self.batches {
             return None;
         }
-        let worker = (self.next - self.first) % self.receivers.len();
-        match self.receivers[worker].recv() {
+        let (receivers, workers) = match &mut self.source {
+            Source::Inline(plan) => {
+                let batch = plan.batch(self.next);
+                self.next += 1;
+                return Some(batch);
+            }
+            Source::Threads { receivers, workers } => (receivers, workers),
+        };
+        let worker = (self.next - self.first) % receivers.len();
+        match receivers[worker].recv() {
             Ok(batch) => {
                 self.next += 1;
                 Some(batch)
@@ -179,7 +242,7 @@ impl Iterator for EpochBatches {
             // The worker ended before sending all its batches: it panicked;
             // pass its panic on rather than cutting the epoch short.
             Err(_) => {
-                let panic = self.workers.remove(worker).join().err();
+                let panic = workers.remove(worker).join().err();
                 std::panic::resume_unwind(panic.unwrap_or_else(|| Box::new("loader worker stopped early")))
             }
         }
@@ -195,13 +258,15 @@ impl ExactSizeIterator for EpochBatches {}
 
 impl Drop for EpochBatches {
     fn drop(&mut self) {
-        // Hanging up makes every blocked or later `send` fail, so each worker
-        // returns after at most the batch it is building.
-        self.receivers.clear();
-        for worker in self.workers.drain(..) {
-            // A worker's panic was already passed on by `next` or, if the
-            // epoch was abandoned, no longer matters.
-            let _ = worker.join();
+        if let Source::Threads { receivers, workers } = &mut self.source {
+            // Hanging up makes every blocked or later `send` fail, so each worker
+            // returns after at most the batch it is building.
+            receivers.clear();
+            for worker in workers.drain(..) {
+                // A worker's panic was already passed on by `next` or, if the
+                // epoch was abandoned, no longer matters.
+                let _ = worker.join();
+            }
         }
     }
 }
