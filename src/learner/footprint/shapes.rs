@@ -138,13 +138,7 @@ pub fn resnet(config: &ResnetConfig, input: InputShape) -> NetworkShape {
     let bn = f64::from(u8::from(batch_norm));
     let grid = n(config.pool_grid);
     let [c, mut height, mut width] = input;
-    let plan: Vec<(i64, i64)> = config
-        .stages
-        .iter()
-        .zip(&config.channels)
-        .enumerate()
-        .flat_map(|(s, (&count, &c))| (0..count).map(move |r| (c, if s > 0 && r == 0 { 2 } else { 1 })))
-        .collect();
+    let plan = config.plan();
     let mut channels = n(c);
     let mut blocks = vec![];
     for (with_stem, range) in crate::model::resnet::unit_groups(config, plan.len()) {

@@ -279,17 +279,23 @@ fn conv_out(size: i64, kernel: i64, stride: i64) -> i64 {
     (size + 2 * (kernel / 2) - kernel) / stride + 1
 }
 
+impl ResnetConfig {
+    /// (width, stride) of every residual block, input to output: each stage after the
+    /// first halves the resolution in its first block.
+    pub fn plan(&self) -> Vec<(i64, i64)> {
+        self.stages
+            .iter()
+            .zip(&self.channels)
+            .enumerate()
+            .flat_map(|(s, (&n, &c))| (0..n).map(move |r| (c, if s > 0 && r == 0 { 2 } else { 1 })))
+            .collect()
+    }
+}
+
 /// Builds the ResNet of `config` for inputs of `input` shape.
 pub fn build(config: &ResnetConfig, input: InputShape, device: Device) -> Network {
     let [c_in, mut height, mut width] = input;
-    // (stage index, width, stride) of every residual block, input to output.
-    let plan: Vec<(i64, i64)> = config
-        .stages
-        .iter()
-        .zip(&config.channels)
-        .enumerate()
-        .flat_map(|(s, (&n, &c))| (0..n).map(move |r| (c, if s > 0 && r == 0 { 2 } else { 1 })))
-        .collect();
+    let plan = config.plan();
     let mut blocks: Vec<Box<dyn Block>> = vec![];
     let mut stores = vec![];
     let mut channels = c_in;
