@@ -70,11 +70,12 @@ impl Config {
 
     fn from_value(mut value: toml::Value, origin: &str) -> Result<Config> {
         kind::settle(&mut value);
-        let explained = kind::explain(&value);
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
             let why = one_line(&e.into_inner().to_string());
-            let (path, why) = match explained {
+            // The tagged parse of `[model]` names only `model`; the kind's own parse
+            // names the key at fault.
+            let (path, why) = match kind::explain(&value) {
                 Some((inner, why)) if path == "model" => (inner, one_line(&why)),
                 _ => (path, why),
             };

@@ -14,11 +14,7 @@ pub(super) fn apply_set(root: &mut toml::Value, set: &str) -> Result<()> {
         .ok_or_else(|| anyhow!("--set {set}: expected section.key=value"))?;
     let key = key.trim();
     let raw = raw.trim();
-    // A TOML value if it parses as one (numbers, booleans, arrays, quoted strings), else a bare string.
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let value = crate::model::config::setting_value(raw);
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts
         .pop()

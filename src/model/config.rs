@@ -13,6 +13,15 @@ use super::resnet::ResnetConfig;
 use super::vit::VitConfig;
 use serde::{Deserialize, Serialize};
 
+/// A setting's value as `--set key=value` writes it: TOML if it parses as a TOML value
+/// (numbers, booleans, arrays, quoted strings), else the bare text as a string.
+pub(crate) fn setting_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
 /// Model section: the network's kind and its kind's settings.
 ///
 /// ```

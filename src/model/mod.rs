@@ -154,10 +154,7 @@ pub(crate) fn test_config(settings: &[String], side: usize) -> Result<ModelConfi
     let mut table = toml::Table::new();
     for s in settings {
         let (key, raw) = s.split_once('=').expect("key=value");
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let value = config::setting_value(raw);
         table.insert(key.trim_start_matches("model.").to_string(), value);
     }
     let config: ModelConfig = toml::Value::Table(table).try_into()?;
