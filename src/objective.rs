@@ -6,7 +6,7 @@
 //! together into the local loss
 //!
 //! ```text
-//! L_i = CE(head_i(u_i), y) + β · D_B(q_i, sg(q_{i-1}))
+//! L_i = CE(head_i(h_i), y) + β · D_B(q_i, sg(q_{i-1})),   u_i = pool(h_i)
 //! ```
 
 pub use crate::projection::{projection_seed, Projection, PROTOTYPE_SEED_INDEX};

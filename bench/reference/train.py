@@ -16,8 +16,10 @@ augmentation are drawn from PyTorch's generators instead of ours):
             model.block_size stages per block, channels-last like ours
   pooling   u_i = h_i flattened (mlp) or adaptive-average-pooled to a pool_grid^2 grid
             and flattened (cnn); the input's u_0 likewise (q_0)
-  objective per block L_i = CE(head_i(u_i), y) + beta * D_B(q_i, sg(q_{i-1})), head_i a
-            linear map, q_i = softmax(R_i (m_i * u_i) / tau), m_i inverted Bernoulli
+  objective per block L_i = CE(head_i(h_i), y) + beta * D_B(q_i, sg(q_{i-1})), head_i a
+            linear map on u_i (objective.head = "linear") or, SLL's default ("pooled"),
+            on h_i average-pooled until C*h*w <= 2048 (halving the grid; vectors as
+            they are), q_i = softmax(R_i (m_i * u_i) / tau), m_i inverted Bernoulli
             dropout of rate objective.dropout (training only), D_B the Bhattacharyya
             distance -log sum sqrt(p q) computed as -logsumexp((log p + log q) / 2),
             batch mean; q_0 = softmax(R_0 (m_0 * u_0) / tau) without gradient; every
@@ -101,7 +103,7 @@ def load_config(name):
     checks = [
         (m["kind"] in ("mlp", "cnn"), "model.kind must be mlp or cnn"),
         (t["method"] == "sll", "train.method must be sll"),
-        (o["head"] in ("auto", "linear"), "objective.head must be linear"),
+        (o["head"] in ("auto", "linear", "pooled"), "objective.head must be linear or pooled"),
         (o["projection_input"] == "pooled", "objective.projection_input must be pooled"),
         (not o["shared_projection"], "objective.shared_projection is not implemented here"),
         (o["prior"] in ("previous", "none"), "objective.prior must be previous or none"),
@@ -280,6 +282,43 @@ def build_network(config, in_shape):
     return blocks, dims, pool, pool
 
 
+POOLED_MAX_FEATURES = 2048
+
+
+def pooled_grid(c, h, w):
+    """The grid of the `pooled` head: h x w halved (rounding up) until c*h*w <= 2048."""
+    kernel = 1
+    size = lambda k: (-(-h // k), -(-w // k))
+    while c * size(kernel)[0] * size(kernel)[1] > POOLED_MAX_FEATURES and size(kernel) != (1, 1):
+        kernel *= 2
+    return size(kernel)
+
+
+def head_inputs(kind, blocks, in_shape, pool):
+    """Per block: what its head reads (a function of the block's output) and its width."""
+    if kind == "linear":
+        with torch.no_grad():
+            h = torch.zeros(1, *in_shape)
+            dims = []
+            for b in blocks:
+                h = b.eval()(h)
+                dims.append(pool(h).shape[1])
+        return [pool] * len(blocks), dims
+    readers, dims = [], []
+    with torch.no_grad():
+        h = torch.zeros(1, *in_shape)
+        for b in blocks:
+            h = b.eval()(h)
+            if h.dim() == 4:
+                grid = pooled_grid(*h.shape[1:])
+                readers.append(lambda out, g=grid: F.adaptive_avg_pool2d(out, g).flatten(1))
+                dims.append(h.shape[1] * grid[0] * grid[1])
+            else:
+                readers.append(lambda out: out.flatten(1))
+                dims.append(h[0].numel())
+    return readers, dims
+
+
 class Projection:
     """The fixed random projection R (d0 x dim), applied as u -> R u for rows u."""
 
@@ -379,7 +418,11 @@ def main():
     test_x, test_y = test_x.to(device), test_y.to(device)
     in_shape = tuple(train_x.shape[1:])
     blocks, dims, pool, pool_input = build_network(config, in_shape)
-    heads = [nn.Linear(dim, classes) for dim in dims]
+    head_kind = "pooled" if o["head"] == "auto" else o["head"]  # auto: SLL's own head
+    readers, head_dims = head_inputs(head_kind, blocks, in_shape, pool)
+    for b in blocks:
+        b.train()
+    heads = [nn.Linear(dim, classes) for dim in head_dims]
     channels_last = m["kind"] == "cnn" and m["channels_last"]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     blocks = [b.to(device=device, memory_format=fmt) for b in blocks]
@@ -412,7 +455,7 @@ def main():
         for i, (block, head, opt) in enumerate(zip(blocks, heads, optimizers)):
             out = block(h.detach())
             u = pool(out)
-            ce = F.cross_entropy(head(u), y)
+            ce = F.cross_entropy(head(readers[i](out)), y)
             loss = ce
             if divergence:
                 log_q = F.log_softmax(proj[i + 1](F.dropout(u, p)) / tau, -1)
@@ -442,7 +485,7 @@ def main():
                     h = h.contiguous(memory_format=torch.channels_last)
                 for i, (block, head) in enumerate(zip(blocks, heads)):
                     h = block(h)
-                    correct[i] += (head(pool(h)).argmax(-1) == y).sum()
+                    correct[i] += (head(readers[i](h)).argmax(-1) == y).sum()
         for b in blocks:
             b.train()
         return [100.0 * c / test_x.shape[0] for c in correct.tolist()]

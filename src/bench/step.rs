@@ -72,11 +72,16 @@ pub struct StepBenchResult {
 /// `method`, the batch size, threads and `--set` overrides of `spec`; the other
 /// fields of `spec` do not matter here).
 pub fn bench_setup(spec: &StepBenchSpec, method: Method) -> Result<(Config, InputShape, i64)> {
-    // The reference models use the dense Gaussian projection, as bench/reference/ does
-    // (the mnist-mlp preset they start from uses the sparse one).
+    // The reference models use the dense Gaussian projection and the linear head on the
+    // 2×2-pooled output, as bench/reference/step.py does (the mnist-mlp preset they
+    // start from uses the sparse projection; SLL's default head on feature maps is
+    // `pooled`).
     let mut sets: Vec<String> = vec![];
     if ["mlp", "cnn"].contains(&spec.model.as_str()) {
         sets.push("objective.projection=\"gaussian\"".into());
+        if method == Method::Sll {
+            sets.push("objective.head=\"linear\"".into());
+        }
     }
     // `vit` is the mnist-vit preset (7×7 patches, width 128, depth 6).
     let model = if spec.model == "vit" {

@@ -65,6 +65,13 @@ impl Config {
         let mut value: toml::Value =
             toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
         kind::forget_other_kinds(&mut value);
+        // Runs written before `objective.head` existed trained the linear head, which
+        // `auto` no longer means for every method.
+        if let Some(objective) = value.get_mut("objective").and_then(|o| o.as_table_mut()) {
+            objective
+                .entry("head")
+                .or_insert_with(|| toml::Value::String("linear".into()));
+        }
         Self::from_value(value, origin)
     }
 

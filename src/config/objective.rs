@@ -18,8 +18,8 @@ pub enum Prior {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
-    /// The method's own head (resolved when the config is loaded): `linear` for sll,
-    /// local and bp, `conv` for dgl, `infopro` for infopro, `pooled` for predsim.
+    /// The method's own head (resolved when the config is loaded): `pooled` for sll
+    /// and predsim, `linear` for local and bp, `conv` for dgl, `infopro` for infopro.
     Auto,
     /// A trainable linear map on the pooled output u = pool(h), dim(u) → classes.
     Linear,

@@ -178,3 +178,31 @@ fn presets_describe_their_models_as_before() {
         "vit patch 7 width 128 depth 6 heads 4 mlp 2x (mean pooling), 1 per block"
     );
 }
+
+#[test]
+fn each_method_resolves_its_own_head_and_old_runs_keep_the_linear_one() {
+    let head = |method: &str| {
+        let sets = [format!("train.method=\"{method}\"")];
+        Config::load(Some("cifar10-resnet32"), &sets)
+            .unwrap()
+            .objective
+            .head
+    };
+    assert_eq!(head("sll"), HeadKind::Pooled);
+    assert_eq!(head("predsim"), HeadKind::Pooled);
+    assert_eq!(head("local"), HeadKind::Linear);
+    assert_eq!(head("bp"), HeadKind::Linear);
+    assert_eq!(head("dgl"), HeadKind::Conv);
+    assert_eq!(head("infopro"), HeadKind::Infopro);
+    // A head given is kept.
+    let sets = ["objective.head=\"linear\"".to_string()];
+    let c = Config::load(Some("cifar10-resnet32"), &sets).unwrap();
+    assert_eq!(c.objective.head, HeadKind::Linear);
+    // The config.toml of a run written before `objective.head` existed has no head:
+    // it trained the linear one, whatever `auto` means now.
+    let c = Config::load(Some("cifar10-resnet32"), &[]).unwrap();
+    let text = c.to_toml().replace("head = \"pooled\"\n", "");
+    assert!(!text.contains("head = "), "{text}");
+    let old = Config::from_toml(&text, "config.toml").unwrap();
+    assert_eq!(old.objective.head, HeadKind::Linear);
+}

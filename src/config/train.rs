@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum Method {
     /// Stochastic Layer-wise Learning: local CE + β·Bhattacharyya per block.
     Sll,
-    /// Local cross-entropy only (SLL with β = 0).
+    /// Greedy local cross-entropy only, through a linear head (SLL with β = 0 and the
+    /// same head: `--method sll --set objective.beta=0`).
     Local,
     /// End-to-end backpropagation through the same blocks, one head on the last.
     Bp,
@@ -22,13 +23,15 @@ pub enum Method {
 }
 
 impl Method {
-    /// The head `objective.head = "auto"` resolves to.
+    /// The head `objective.head = "auto"` resolves to. SLL's is `pooled`, measured
+    /// best of five heads at depth (docs/local-rules.md); on vector outputs (MLP, ViT)
+    /// it is the linear head.
     pub fn default_head(self) -> HeadKind {
         match self {
-            Method::Sll | Method::Local | Method::Bp => HeadKind::Linear,
+            Method::Local | Method::Bp => HeadKind::Linear,
+            Method::Sll | Method::Predsim => HeadKind::Pooled,
             Method::Dgl => HeadKind::Conv,
             Method::Infopro => HeadKind::Infopro,
-            Method::Predsim => HeadKind::Pooled,
         }
     }
 }
