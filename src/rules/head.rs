@@ -242,6 +242,44 @@ impl Head {
     }
 }
 
+/// Trainable parameters of the `kind` head that [`Head::new`] builds for a block output
+/// of `shape` with pooled size `pooled_dim` (0 for `projection`, which is no module):
+/// what the memory estimate counts before anything is allocated.
+pub fn parameter_count(
+    kind: HeadKind,
+    shape: &OutputShape,
+    pooled_dim: i64,
+    classes: i64,
+    hidden: i64,
+) -> i64 {
+    let linear = |features: i64| features * classes + classes;
+    // A bias-free 3×3 conv and its batch norm's scale and shift.
+    let conv_bn = |c_in: i64, c_out: i64| c_in * 9 * c_out + 2 * c_out;
+    let map = match shape {
+        OutputShape::Map {
+            channels,
+            height,
+            width,
+        } => Some((*channels, *height, *width)),
+        OutputShape::Other => None,
+    };
+    match (kind, map) {
+        (HeadKind::Linear, _) | (HeadKind::Pooled, None) => linear(pooled_dim),
+        (HeadKind::Pooled, Some((c, h, w))) => {
+            let grid = pooled_grid(c, h, w);
+            linear(c * grid.0 * grid.1)
+        }
+        (HeadKind::Conv, Some((c, _, _))) => 2 * conv_bn(c, c) + linear(c * 4),
+        (HeadKind::Mlp, _) => pooled_dim * hidden + hidden + linear(hidden),
+        (HeadKind::Infopro, Some((c, _, _))) => {
+            let width = if c < 64 { 2 * c } else { c };
+            conv_bn(c, width) + width * INFOPRO_FEATURES + INFOPRO_FEATURES + linear(INFOPRO_FEATURES)
+        }
+        // Heads that need feature maps are refused for other outputs when built.
+        (HeadKind::Conv | HeadKind::Infopro, None) | (HeadKind::Projection | HeadKind::Auto, _) => 0,
+    }
+}
+
 /// The `pooled` head's output grid of a C×H×W map: halve the resolution (a kernel of
 /// 2, 4, 8, ...) until C·h·w ≤ [`POOLED_MAX_FEATURES`] or the map is 1×1.
 pub fn pooled_grid(c: i64, h: i64, w: i64) -> (i64, i64) {
@@ -305,7 +343,17 @@ mod tests {
             assert_eq!(h.logits(&x, false).size(), [3, 10], "{kind:?}");
             assert_eq!(h.flops_per_example(), flops as f64, "{kind:?}");
             assert!(vs.variables().keys().all(|k| k.starts_with("head")), "{kind:?}");
+            let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+            assert_eq!(parameter_count(kind, &shape, 16 * 4, 10, 32), built, "{kind:?}");
         }
+        // On vector outputs the pooled head is the linear one.
+        let (vs, _) = head(HeadKind::Pooled, &OutputShape::Other).unwrap();
+        let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        assert_eq!(built, 64 * 10 + 10);
+        assert_eq!(
+            parameter_count(HeadKind::Pooled, &OutputShape::Other, 64, 10, 32),
+            built
+        );
         // The linear head keeps the checkpoint names of earlier versions.
         let (vs, _) = head(HeadKind::Linear, &shape).unwrap();
         let mut names: Vec<String> = vs.variables().into_keys().collect();

@@ -19,6 +19,7 @@ pub use shapes::{cnn, mlp, network, resnet, vit, BlockShape, NetworkShape};
 
 use crate::config::{Config, HeadKind, Method, OptimizerKind, Pipeline, Prior, ProjectionKind};
 use crate::model::{InputShape, ModelConfig};
+use crate::rules::head::{self, OutputShape};
 use anyhow::{bail, Result};
 use shapes::n;
 use tch::Device;
@@ -102,7 +103,22 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
         let with_head = method != Method::Bp || i == last;
         let mut floats = dim;
         if with_head && !projection_head {
-            parameter_count += block.pooled_dim * classes_u + classes_u;
+            let shape = match block.map {
+                Some([c, h, w]) => OutputShape::Map {
+                    channels: c as i64,
+                    height: h as i64,
+                    width: w as i64,
+                },
+                None => OutputShape::Other,
+            };
+            let head = head::parameter_count(
+                objective.head,
+                &shape,
+                block.pooled_dim as i64,
+                classes,
+                objective.head_hidden,
+            );
+            parameter_count += n(head);
             floats += 3.0 * classes_f;
         }
         if divergence || projection_head {

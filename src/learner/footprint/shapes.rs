@@ -13,6 +13,9 @@ pub struct BlockShape {
     pub parameters: u128,
     /// dim(u_i), the pooled output that the head and the projection see.
     pub pooled_dim: u128,
+    /// [C, H, W] of the block's output, when it is a feature map (what the heads that
+    /// read the unpooled map are sized by).
+    pub map: Option<[u128; 3]>,
     /// Floats per example that a training forward pass keeps for backward.
     pub activations: f64,
     /// Floats per example of the block's output h_i.
@@ -109,6 +112,7 @@ pub fn cnn(config: &CnnConfig, input: InputShape) -> NetworkShape {
             }
             block.pooled_dim = c_in * grid * grid;
             block.output = (c_in * height * width) as f64;
+            block.map = Some([c_in, height, width]);
             block
         })
         .collect();
@@ -184,6 +188,7 @@ pub fn resnet(config: &ResnetConfig, input: InputShape) -> NetworkShape {
         }
         block.pooled_dim = channels * grid * grid;
         block.output = channels as f64 * area(height, width);
+        block.map = Some([channels, n(height), n(width)]);
         blocks.push(block);
     }
     NetworkShape {
@@ -224,6 +229,7 @@ pub fn vit(config: &VitConfig, input: InputShape) -> NetworkShape {
                 activations: layers as f64 * layer_activations,
                 output: t * d as f64,
                 largest,
+                map: None,
             };
             if b == 0 {
                 let patch = n(c) * n(p) * n(p) * d + d;

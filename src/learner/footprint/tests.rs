@@ -68,6 +68,17 @@ fn cnn_parameter_counts_are_exact() {
     let mut bn = cnn.to_vec();
     bn.extend(["model.norm=batch", "model.block_size=2", "model.pool_grid=3"]);
     assert_exact(&bn, [3, 8, 8]);
+    // Every head: SLL's default `pooled` above; the others, by rule or setting.
+    for extra in [
+        "objective.head=linear",
+        "objective.head=mlp",
+        "train.method=dgl",
+        "train.method=local",
+    ] {
+        let mut sets = cnn.to_vec();
+        sets.push(extra);
+        assert_exact(&sets, [3, 8, 8]);
+    }
 }
 
 #[test]
