@@ -294,16 +294,10 @@ def pooled_grid(c, h, w):
     return size(kernel)
 
 
-def head_inputs(kind, blocks, in_shape, pool):
+def head_inputs(kind, blocks, in_shape, pool, pooled_dims):
     """Per block: what its head reads (a function of the block's output) and its width."""
     if kind == "linear":
-        with torch.no_grad():
-            h = torch.zeros(1, *in_shape)
-            dims = []
-            for b in blocks:
-                h = b.eval()(h)
-                dims.append(pool(h).shape[1])
-        return [pool] * len(blocks), dims
+        return [pool] * len(blocks), pooled_dims
     readers, dims = [], []
     with torch.no_grad():
         h = torch.zeros(1, *in_shape)
@@ -419,9 +413,9 @@ def main():
     in_shape = tuple(train_x.shape[1:])
     blocks, dims, pool, pool_input = build_network(config, in_shape)
     head_kind = "pooled" if o["head"] == "auto" else o["head"]  # auto: SLL's own head
-    readers, head_dims = head_inputs(head_kind, blocks, in_shape, pool)
+    readers, head_dims = head_inputs(head_kind, blocks, in_shape, pool, dims)
     for b in blocks:
-        b.train()
+        b.train()  # head_inputs traced the blocks in eval mode
     heads = [nn.Linear(dim, classes) for dim in head_dims]
     channels_last = m["kind"] == "cnn" and m["channels_last"]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
