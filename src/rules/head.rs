@@ -50,6 +50,18 @@ impl OutputShape {
             _ => OutputShape::Other,
         }
     }
+
+    /// (C, H, W) of a feature map; `None` for other outputs.
+    pub fn map(&self) -> Option<(i64, i64, i64)> {
+        match *self {
+            OutputShape::Map {
+                channels,
+                height,
+                width,
+            } => Some((channels, height, width)),
+            OutputShape::Other => None,
+        }
+    }
 }
 
 /// A 3×3 conv (no bias) → batch norm → ReLU.
@@ -121,14 +133,7 @@ impl Head {
         classes: i64,
         hidden: i64,
     ) -> Result<Self> {
-        let map = match shape {
-            OutputShape::Map {
-                channels,
-                height,
-                width,
-            } => Some((*channels, *height, *width)),
-            OutputShape::Other => None,
-        };
+        let map = shape.map();
         let needs_map = |name: &str| -> Result<(i64, i64, i64)> {
             match map {
                 Some(m) => Ok(m),
@@ -255,14 +260,7 @@ pub fn parameter_count(
     let linear = |features: i64| features * classes + classes;
     // A bias-free 3×3 conv and its batch norm's scale and shift.
     let conv_bn = |c_in: i64, c_out: i64| c_in * 9 * c_out + 2 * c_out;
-    let map = match shape {
-        OutputShape::Map {
-            channels,
-            height,
-            width,
-        } => Some((*channels, *height, *width)),
-        OutputShape::Other => None,
-    };
+    let map = shape.map();
     match (kind, map) {
         (HeadKind::Linear, _) | (HeadKind::Pooled, None) => linear(pooled_dim),
         (HeadKind::Pooled, Some((c, h, w))) => {
