@@ -103,14 +103,8 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
         let with_head = method != Method::Bp || i == last;
         let mut floats = dim;
         if with_head && !projection_head {
-            let shape = match block.map {
-                Some([c, h, w]) => OutputShape::Map {
-                    channels: c as i64,
-                    height: h as i64,
-                    width: w as i64,
-                },
-                None => OutputShape::Other,
-            };
+            let dims: Vec<i64> = block.map.iter().flatten().map(|&d| d as i64).collect();
+            let shape = OutputShape::of(&dims);
             let head = head::parameter_count(
                 objective.head,
                 &shape,
