@@ -141,7 +141,8 @@ impl ConvShape {
     }
 }
 
-/// One conv → (norm) → ReLU → (max-pool) stage.
+/// One conv → (norm) → ReLU → (max-pool) stage (computed as conv → (norm) →
+/// (max-pool) → ReLU, which is the same function).
 #[derive(Debug)]
 struct Stage {
     conv: nn::Conv2D,
@@ -157,11 +158,13 @@ impl Stage {
         if let Some(bn) = &self.batch_norm {
             h = h.apply_t(bn, train);
         }
-        h = h.relu();
+        // max-pool(ReLU(h)) = ReLU(max-pool(h)), the same values and gradients (ReLU
+        // keeps the order and the argmax): pooling first runs ReLU and its backward on
+        // a quarter of the values.
         if self.max_pool {
             h = h.max_pool2d_default(2);
         }
-        h
+        h.relu()
     }
 }
 
