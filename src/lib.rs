@@ -9,7 +9,7 @@
 //! [`checkpoint`] → [`learner`] ([`learner::Model`]: a network with the local rule of
 //! each block) → [`rules`] (the local losses behind [`rules::LocalRule`]) →
 //! [`objective`] → [`projection`] → [`config`] → [`model`] (blocks and networks, each
-//! kind with its config) → [`data`] → `kernels` → the small helpers below them.
+//! kind with its config) → [`data`] → `kernels` → the small helpers below them ([`precision`], [`device`], ...).
 //!
 //! A model trained in memory with SLL, two blocks, on random data:
 //!
@@ -72,6 +72,7 @@ pub mod malloc;
 pub mod model;
 pub mod objective;
 pub(crate) mod parallel;
+pub mod precision;
 pub mod predict;
 pub mod projection;
 pub mod report;

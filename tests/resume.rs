@@ -28,6 +28,9 @@ fn args(out: &Path, extra: &[&str]) -> Vec<String> {
         "model.hidden=[128, 128, 128]",
         "--set",
         "objective.d0=64",
+        // fp32 unless a case says `--precision bf16` (a flag wins over --set).
+        "--set",
+        "train.precision=\"fp32\"",
     ]
     .map(String::from)
     .to_vec();
@@ -186,15 +189,21 @@ fn reference(root: &Path, name: &str, extra: &[&str]) -> PathBuf {
 }
 
 /// The "done means" of resume: killed by SIGKILL during epoch 2 and resumed, every
-/// method and the thread pipeline end bit-identical to an uninterrupted run.
+/// method and the thread pipeline, in fp32 and in bf16, end bit-identical to an
+/// uninterrupted run.
 #[test]
 fn sigkill_during_epoch_two_then_resume_is_bit_identical() {
     let root = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("sll", &["--method", "sll"]),
         ("local", &["--method", "local"]),
         ("bp", &["--method", "bp"]),
         ("threads", &["--pipeline", "threads", "--stages", "2"]),
+        ("sll-bf16", &["--method", "sll", "--precision", "bf16"]),
+        (
+            "threads-bf16",
+            &["--pipeline", "threads", "--stages", "2", "--precision", "bf16"],
+        ),
     ];
     for (name, extra) in cases {
         let expected = reference(root.path(), &format!("{name}-reference"), extra);

@@ -80,7 +80,7 @@ def run_ours(a, preset, epochs, data_dir):
     tmp = Path(tempfile.mkdtemp(prefix="sll-e2e-"))
     try:
         cmd = [a.sll, "train", "--config", preset, "--epochs", str(epochs), "--threads", str(a.threads),
-               "--out", str(tmp / "run"), "--data-dir", str(data_dir)]
+               "--out", str(tmp / "run"), "--data-dir", str(data_dir), "--precision", "bf16" if a.amp else "fp32"]
         if a.seed is not None:
             cmd += ["--seed", str(a.seed)]
         if a.device != "cpu":
@@ -100,7 +100,7 @@ def run_ours(a, preset, epochs, data_dir):
 def run_reference(a, preset, epochs, data_dir):
     """bench/reference/train.py; per epoch (training seconds, test accuracy %)."""
     cmd = [sys.executable, str(HERE / "train.py"), "--config", preset, "--epochs", str(epochs),
-           "--threads", str(a.threads), "--data-dir", str(data_dir), "--device", a.device]
+           "--threads", str(a.threads), "--data-dir", str(data_dir), "--device", a.device] + (["--amp"] if a.amp else [])
     if a.seed is not None:
         cmd += ["--seed", str(a.seed)]
     if a.train_subset:
@@ -213,6 +213,9 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both engines)")
     ap.add_argument("--steps", type=int, help="timed steps of every model (default: mlp 40, cnn 8)")
     ap.add_argument("--warmup", type=int, help="warm-up steps of every model (default: mlp 10, cnn 3)")
+    ap.add_argument("--amp", action="store_true",
+                    help="bf16 mixed precision on both sides: sll --precision bf16 against PyTorch under "
+                         "torch.autocast(device, torch.bfloat16) (default: both fp32)")
     a = ap.parse_args()
     if a.end_to_end:
         return end_to_end(a)
@@ -223,14 +226,15 @@ def main():
     if a.device != "cpu":
         bench_help = subprocess.run([a.sll, "bench", "step", "--help"], capture_output=True, text=True).stdout
         device_sets = ["--device", a.device] if "--device" in bench_help else ["--set", f'train.device="{a.device}"']
+    precision = "bf16" if a.amp else "fp32"
     results = {}
     for r in range(a.rounds):
         for model in a.models.split(","):
             for method in a.methods.split(","):
                 n, w = steps[model]
                 common = ["--model", model, "--method", method, "--steps", n, "--warmup", w, "--threads", str(a.threads), "--json"]
-                ours_cmd = [a.sll, "bench", "step", *common, "--rounds", "1", *device_sets] + [x for s in a.set for x in ("--set", s)]
-                ref_cmd = [sys.executable, str(HERE / "step.py"), *common, "--device", a.device]
+                ours_cmd = [a.sll, "bench", "step", *common, "--rounds", "1", "--precision", precision, *device_sets] + [x for s in a.set for x in ("--set", s)]
+                ref_cmd = [sys.executable, str(HERE / "step.py"), *common, "--device", a.device] + (["--amp"] if a.amp else [])
                 ours = run_json(ours_cmd)
                 ref = run_json(ref_cmd)
                 key = (model, method)
@@ -238,7 +242,7 @@ def main():
                 results[key][0].append(ours["samples_per_second"])
                 results[key][1].append(ref["samples_per_second"])
                 print(f"round {r + 1}: {model} {method}: sll {ours['samples_per_second']:.0f}, pytorch {ref['samples_per_second']:.0f} samples/s", file=sys.stderr)
-    print(f"{'model':6} {'method':6} {'sll samples/s':>14} {'pytorch samples/s':>18} {'ratio':>7}   (medians of {a.rounds} rounds, {a.threads} threads, {a.device})")
+    print(f"{'model':6} {'method':6} {'sll samples/s':>14} {'pytorch samples/s':>18} {'ratio':>7}   (medians of {a.rounds} rounds, {a.threads} threads, {a.device}, {'bf16: sll --precision bf16, pytorch torch.autocast' if a.amp else 'fp32'})")
     for (model, method), (ours, ref) in results.items():
         mo, mr = statistics.median(ours), statistics.median(ref)
         print(f"{model:6} {method:6} {mo:14.0f} {mr:18.0f} {mo / mr:7.2f}")

@@ -12,6 +12,7 @@ prints one JSON object like `sll bench step --json`. See bench/reference/README.
        tau = 1, loss = CE + beta * Bhattacharyya(q_i, sg(q_{i-1})), beta = 1.
 """
 import argparse
+import contextlib
 import json
 import time
 
@@ -51,6 +52,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d0", type=int, default=512)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--amp", action="store_true",
+                    help="forward passes and losses under torch.autocast(device, torch.bfloat16), the one-line mixed precision")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -73,27 +76,33 @@ def main():
     else:
         opts = [torch.optim.Adam(list(b.parameters()) + list(h.parameters()), lr=1e-3) for b, h in zip(blocks, heads)]
 
+    # --amp: PyTorch's one line of mixed precision around every forward pass and loss.
+    amp = (lambda: torch.autocast(dev.type, torch.bfloat16)) if a.amp else contextlib.nullcontext
+
     def step(x, y):
         if a.method == "bp":
-            h = x
-            for b in blocks:
-                h = b(h)
-            loss = F.cross_entropy(heads[-1](pool(h)), y)
+            with amp():
+                h = x
+                for b in blocks:
+                    h = b(h)
+                loss = F.cross_entropy(heads[-1](pool(h)), y)
             opts[0].zero_grad()
             loss.backward()
             opts[0].step()
             return
         sll = a.method == "sll"
-        log_q_prev = F.log_softmax(F.dropout(pool_input(x), p) @ proj[0] / tau, -1) if sll else None
+        with amp():
+            log_q_prev = F.log_softmax(F.dropout(pool_input(x), p) @ proj[0] / tau, -1) if sll else None
         h = x
         for i, (b, head, opt) in enumerate(zip(blocks, heads, opts)):
-            out = b(h.detach())
-            u = pool(out)
-            loss = F.cross_entropy(head(u), y)
-            if sll:
-                log_q = F.log_softmax(F.dropout(u, p) @ proj[i + 1] / tau, -1)
-                loss = loss + beta * bhattacharyya(log_q, log_q_prev.detach())
-                log_q_prev = log_q.detach()
+            with amp():
+                out = b(h.detach())
+                u = pool(out)
+                loss = F.cross_entropy(head(u), y)
+                if sll:
+                    log_q = F.log_softmax(F.dropout(u, p) @ proj[i + 1] / tau, -1)
+                    loss = loss + beta * bhattacharyya(log_q, log_q_prev.detach())
+                    log_q_prev = log_q.detach()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -116,10 +125,11 @@ def main():
         "batch_size": batch,
         "threads": torch.get_num_threads(),
         "device": str(dev),
+        "precision": "bf16-autocast" if a.amp else "fp32",
         "samples_per_second": batch / seconds,
         "ms_per_step": 1e3 * seconds,
     }
-    print(json.dumps(result) if a.json else f"{a.model} {a.method}: {batch / seconds:.0f} samples/s, {1e3 * seconds:.2f} ms/step")
+    print(json.dumps(result) if a.json else f"{a.model} {a.method} {result['precision']}: {batch / seconds:.0f} samples/s, {1e3 * seconds:.2f} ms/step")
 
 
 if __name__ == "__main__":

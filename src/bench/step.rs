@@ -56,6 +56,8 @@ pub struct StepBenchResult {
     pub batch_size: usize,
     /// Intra-op threads.
     pub threads: i32,
+    /// Arithmetic of the steps (`fp32` or `bf16`).
+    pub precision: String,
     /// Training samples per second.
     pub samples_per_second: f64,
     /// Milliseconds per step.
@@ -319,6 +321,7 @@ pub fn run(spec: &StepBenchSpec) -> Result<StepBenchResult> {
         method: spec.method.to_string(),
         batch_size: batch,
         threads: tch::get_num_threads(),
+        precision: bench.model.precision.to_string(),
         samples_per_second: batch as f64 / seconds,
         ms_per_step: 1e3 * seconds,
         objective_share,
@@ -331,9 +334,10 @@ impl StepBenchResult {
     /// The human-readable report.
     pub fn print(&self) {
         println!(
-            "{} {} batch {} ({} threads): {:.0} samples/s, {:.2} ms/step, objective {:.1} % of the step, {:.1} GFLOP/s ({:.3} GFLOP/step counted)",
+            "{} {} {} batch {} ({} threads): {:.0} samples/s, {:.2} ms/step, objective {:.1} % of the step, {:.1} GFLOP/s ({:.3} GFLOP/step counted)",
             self.model,
             self.method,
+            self.precision,
             self.batch_size,
             self.threads,
             self.samples_per_second,

@@ -150,6 +150,10 @@ pub struct StepArgs {
     /// baseline, 0 = the number of cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Arithmetic of the timed steps: fp32, bf16 (mixed precision) or auto (bf16 where
+    /// the machine has it natively).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: crate::config::Precision,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -169,7 +173,9 @@ impl StepArgs {
             rounds: self.rounds,
             warmup: self.warmup,
             threads: self.threads,
-            sets: self.sets.clone(),
+            sets: std::iter::once(format!("train.precision=\"{}\"", self.precision))
+                .chain(self.sets.iter().cloned())
+                .collect(),
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct TrainArgs {
     #[arg(
         long,
         value_name = "RUN_DIR",
-        conflicts_with_all = ["config", "method", "seed", "data_dir", "out", "threads", "pipeline", "stages", "replicas", "stage_devices", "device", "sets"]
+        conflicts_with_all = ["config", "method", "seed", "data_dir", "out", "threads", "pipeline", "stages", "replicas", "stage_devices", "device", "precision", "sets"]
     )]
     pub resume: Option<PathBuf>,
     /// Intra-op threads (0 = libtorch's default); per stage with a pipeline.
@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Arithmetic: fp32, bf16 (mixed precision) or auto (bf16 where the device has it
+    /// natively) [default: the config's, auto in every preset].
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::config::Precision>,
     /// Override any config key: `--set objective.d0=256` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
@@ -84,6 +88,7 @@ pub fn resolve_train_config(args: &TrainArgs) -> Result<Config> {
         args.stage_devices.as_ref().map(|d| format!("{d:?}")),
     );
     flag("train.device", args.device.as_ref().map(|d| format!("{d:?}")));
+    flag("train.precision", args.precision.map(|p| format!("\"{p}\"")));
     flag("data.dir", args.data_dir.as_ref().map(|d| format!("{d:?}")));
     Config::load(Some(args.config.as_deref().unwrap_or(DEFAULT_PRESET)), &sets)
 }

@@ -21,7 +21,7 @@ pub use crate::model::{Activation, ModelConfig, Norm, NormInit, PatchEmbed, Stem
 pub use objective::{HeadKind, ObjectiveConfig, Prior, ProjectionInput, ProjectionKind};
 pub use optim::{OptimConfig, OptimizerKind, Schedule};
 pub use presets::{preset, DEFAULT_PRESET, PRESETS};
-pub use train::{Method, Pipeline, TrainConfig};
+pub use train::{Method, Pipeline, Precision, TrainConfig};
 pub use validate::{max_threads, MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -71,6 +71,12 @@ impl Config {
             objective
                 .entry("head")
                 .or_insert_with(|| toml::Value::String("linear".into()));
+        }
+        // Runs written before `train.precision` existed trained in fp32.
+        if let Some(train) = value.get_mut("train").and_then(|t| t.as_table_mut()) {
+            train
+                .entry("precision")
+                .or_insert_with(|| toml::Value::String("fp32".into()));
         }
         Self::from_value(value, origin)
     }

@@ -206,3 +206,23 @@ fn each_method_resolves_its_own_head_and_old_runs_keep_the_linear_one() {
     let old = Config::from_toml(&text, "config.toml").unwrap();
     assert_eq!(old.objective.head, HeadKind::Linear);
 }
+
+#[test]
+fn presets_ask_for_auto_precision_and_old_runs_read_as_fp32() {
+    use super::Precision;
+    let c = Config::load(Some("cifar10-vgg"), &[]).unwrap();
+    assert_eq!(c.train.precision, Precision::Auto);
+    let c = Config::load(None, &["train.precision=\"bf16\"".into()]).unwrap();
+    assert_eq!(c.train.precision, Precision::Bf16);
+    assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+    let e = Config::load(None, &["train.precision=\"fp16\"".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("train.precision"), "{e:#}");
+    // The config.toml of a run written before `train.precision` existed trained fp32.
+    let text = Config::load(None, &[])
+        .unwrap()
+        .to_toml()
+        .replace("precision = \"auto\"\n", "");
+    assert!(!text.contains("precision"), "{text}");
+    let old = Config::from_toml(&text, "config.toml").unwrap();
+    assert_eq!(old.train.precision, Precision::Fp32);
+}

@@ -1,6 +1,7 @@
 //! The `[train]` section: method, schedule of blocks, runtime.
 
 use super::HeadKind;
+pub use crate::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 /// Training method.
@@ -61,6 +62,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// `fp32`, `bf16` (mixed: bf16 products and convolutions, fp32 weights, optimizer
+    /// state and losses; see `precision`) or `auto` (bf16 where the device has it
+    /// natively). A run's config.toml records what `auto` resolved to.
+    pub precision: Precision,
     /// Intra-op threads of libtorch (0 = libtorch's default); with a pipeline, the
     /// threads of each stage (0 = the cores shared out among the stages).
     pub threads: usize,
@@ -119,6 +124,7 @@ impl Default for TrainConfig {
             epochs: 15,
             seed: 0,
             device: "cpu".into(),
+            precision: Precision::Auto,
             threads: 0,
             pipeline: Pipeline::None,
             stages: 0,

@@ -1,7 +1,7 @@
 //! A network together with the local rules of its blocks: what is trained,
 //! checkpointed and evaluated.
 
-use crate::config::{Config, Method, ObjectiveConfig, Prior};
+use crate::config::{Config, Method, ObjectiveConfig, Precision, Prior};
 use crate::data::{ordered_batches, Dataset};
 use crate::model::{Block, InputShape, Network};
 use crate::rules::{self, BlockSpec, InputMessage, LocalRule, RuleContext};
@@ -24,6 +24,9 @@ pub struct Model {
     pub objective: ObjectiveConfig,
     /// How the model is trained.
     pub method: Method,
+    /// The arithmetic of its training steps (resolved: `fp32` or `bf16`; evaluation
+    /// is always fp32).
+    pub precision: Precision,
 }
 
 /// A [`Model`] taken apart for a pipeline (see [`Model::pipeline_parts`]).
@@ -57,12 +60,19 @@ pub struct LocalBlock<'a> {
     pub block: &'a dyn Block,
     /// The local rule of block i.
     pub rule: &'a dyn LocalRule,
+    /// The arithmetic of its step.
+    pub precision: Precision,
 }
 
 impl<'a> LocalBlock<'a> {
-    /// Block `index` (0-based), f_i, and its rule.
-    pub fn new(index: usize, block: &'a dyn Block, rule: &'a dyn LocalRule) -> Self {
-        Self { index, block, rule }
+    /// Block `index` (0-based), f_i, and its rule, trained in `precision`.
+    pub fn new(index: usize, block: &'a dyn Block, rule: &'a dyn LocalRule, precision: Precision) -> Self {
+        Self {
+            index,
+            block,
+            rule,
+            precision,
+        }
     }
 }
 
@@ -100,6 +110,7 @@ impl Model {
     ) -> Result<Self> {
         let objective = effective_objective(config);
         let method = config.train.method;
+        let (precision, _) = crate::precision::resolve(config.train.precision, device)?;
         let shapes = rules::output_shapes(&network, input, device);
         let blocks = network
             .blocks
@@ -132,6 +143,7 @@ impl Model {
             input: built.input,
             objective,
             method,
+            precision,
         })
     }
 
@@ -184,7 +196,12 @@ impl Model {
 
     /// What the local step of block `i` reads.
     pub fn local_block(&self, i: usize) -> LocalBlock<'_> {
-        LocalBlock::new(i, self.network.blocks[i].as_ref(), self.rules[i].as_ref())
+        LocalBlock::new(
+            i,
+            self.network.blocks[i].as_ref(),
+            self.rules[i].as_ref(),
+            self.precision,
+        )
     }
 
     /// The model split for a pipeline: the input message, computed by the thread that

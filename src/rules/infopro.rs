@@ -24,6 +24,7 @@
 use super::head::{Head, OutputShape};
 use super::{InputMessage, LocalLoss, LocalRule, RuleContext, Rules};
 use crate::config::HeadKind;
+use crate::precision::fp32;
 use anyhow::{bail, Result};
 use tch::{nn, Kind, Tensor};
 
@@ -150,7 +151,8 @@ impl LocalRule for Infopro {
         let prediction = self.head.logits(h, train).cross_entropy_for_logits(y);
         let x = passed.expect("InfoPro blocks receive the input image");
         let reconstruction = match &self.decoder {
-            Some(decoder) => reconstruction_error(&decoder.forward_t(h, train), &x.to_kind(h.kind())),
+            // In fp32 whatever the decoder computed in (bf16 runs: see `precision`).
+            Some(decoder) => reconstruction_error(&fp32(&decoder.forward_t(h, train)), &fp32(x)),
             None => Tensor::zeros([], (Kind::Float, h.device())),
         };
         let total = &prediction * self.prediction_weight + &reconstruction * self.reconstruction_weight;

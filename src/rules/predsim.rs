@@ -14,6 +14,7 @@
 use super::head::OutputShape;
 use super::local::Classifier;
 use super::{LocalLoss, LocalRule, RuleContext, Rules};
+use crate::precision::{fp32, full_precision};
 use anyhow::Result;
 use tch::{nn, nn::Module, Tensor};
 
@@ -119,7 +120,8 @@ impl LocalRule for Predsim {
             SimilarityMap::Conv(conv) => h.apply(conv),
             SimilarityMap::Linear(linear) => linear.forward(&self.pooling.apply(h)),
         };
-        let similarity = similarity_loss(&mapped, y, classes);
+        // In fp32 whatever the map computed in (bf16 runs: see `precision`).
+        let similarity = full_precision(h.device(), || similarity_loss(&fp32(&mapped), y, classes));
         let total = &prediction * (1.0 - self.beta) + &similarity * self.beta;
         LocalLoss {
             total,

@@ -21,6 +21,7 @@ use crate::model::Pooling;
 use crate::objective::{
     self, bhattacharyya_distance, log_posterior, project, Dropout, Projection, PROTOTYPE_SEED_INDEX,
 };
+use crate::precision::{fp32, full_precision};
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -181,16 +182,17 @@ impl Sll {
             }
         }
     }
-}
 
-impl LocalRule for Sll {
-    fn term_names(&self) -> &'static [&'static str] {
-        &["prediction", "divergence"]
-    }
-
-    fn loss(&self, h: &Tensor, y: &Tensor, passed: Option<&Tensor>, train: bool) -> LocalLoss {
+    /// The loss terms from the features `u` (fp32) and the head's logits.
+    fn terms(
+        &self,
+        u: &Tensor,
+        head_logits: Option<Tensor>,
+        y: &Tensor,
+        passed: Option<&Tensor>,
+        train: bool,
+    ) -> LocalLoss {
         let c = &self.config;
-        let (u, head_logits) = self.features_and_logits(h, train);
         let label_prior = self.label_targets.as_ref().map(|t| t.index_select(0, y));
         let log_prior = match c.prior {
             Prior::Previous => passed,
@@ -202,7 +204,7 @@ impl LocalRule for Sll {
             (&head_logits, &self.projection, log_prior, c.has_divergence())
         {
             if let Some((divergence, gradient_term, log_q)) =
-                self.fused_divergence(projection, &u, log_prior, train)
+                self.fused_divergence(projection, u, log_prior, train)
             {
                 let prediction = logits.cross_entropy_for_logits(y);
                 let total = &prediction + gradient_term * c.beta;
@@ -213,7 +215,7 @@ impl LocalRule for Sll {
                 };
             }
         }
-        let z = self.projection.as_ref().map(|_| self.projected(&u, train));
+        let z = self.projection.as_ref().map(|_| self.projected(u, train));
         let logits = match (head_logits, &z) {
             (Some(logits), _) => logits,
             (None, Some(z)) => z / c.tau,
@@ -225,7 +227,7 @@ impl LocalRule for Sll {
             (Some(log_q), Some(log_prior)) if c.has_divergence() => {
                 bhattacharyya_distance(log_q, &log_prior.detach())
             }
-            _ => Tensor::zeros([], (Kind::Float, h.device())),
+            _ => Tensor::zeros([], (Kind::Float, u.device())),
         };
         let total = &prediction + &divergence * c.beta;
         LocalLoss {
@@ -233,6 +235,20 @@ impl LocalRule for Sll {
             terms: vec![prediction, divergence],
             passes_on: passes(log_q),
         }
+    }
+}
+
+impl LocalRule for Sll {
+    fn term_names(&self) -> &'static [&'static str] {
+        &["prediction", "divergence"]
+    }
+
+    fn loss(&self, h: &Tensor, y: &Tensor, passed: Option<&Tensor>, train: bool) -> LocalLoss {
+        let (u, head_logits) = self.features_and_logits(h, train);
+        // The divergence and every loss term in fp32, whatever the block computed in.
+        full_precision(h.device(), || {
+            self.terms(&fp32(&u), head_logits, y, passed, train)
+        })
     }
 
     fn logits(&self, h: &Tensor) -> Option<Tensor> {

@@ -95,6 +95,10 @@ pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Summary> {
 /// [`run_rank`] and [`resume`]: builds data, model and schedule, then trains.
 fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summary>> {
     let device = crate::device::parse(&config.train.device)?;
+    // `auto` becomes what this machine runs natively; config.toml records the result,
+    // so that resume, eval and sweeps keep the precision the run started with.
+    let (precision, why) = crate::precision::resolve(config.train.precision, device)?;
+    config.train.precision = precision;
     train::init_runtime(&config);
     let (train, test) = crate::data::prepare(&mut config.data, device)?;
     if config.train.keep_freed_memory {
@@ -105,7 +109,11 @@ fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summar
     if let Schedule::Threads(stages) = &schedule {
         stages.place(&mut model);
     }
-    let result = train_epochs(config, out, resuming, model, &schedule, train, test);
+    let opening = Opening {
+        resuming,
+        precision: format!("{precision} ({why})"),
+    };
+    let result = train_epochs(config, out, &opening, model, &schedule, train, test);
     match (&schedule, result) {
         #[cfg(feature = "mpi")]
         (Schedule::Mpi(mpi), Err(e)) => mpi.abort(&e),
@@ -121,16 +129,24 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> i64 {
     crate::objective::projection_seed(epoch_seed, step) as i64
 }
 
+/// How [`start`] opens the run: resuming or not, and the precision with its reason
+/// (for the start line).
+struct Opening {
+    resuming: bool,
+    precision: String,
+}
+
 /// The epochs of [`start`], once the model is built and the schedule planned.
 fn train_epochs(
     config: Config,
     out: &Path,
-    resuming: bool,
+    opening: &Opening,
     mut model: Model,
     schedule: &Schedule,
     train: Dataset,
     test: Dataset,
 ) -> Result<Option<Summary>> {
+    let resuming = opening.resuming;
     let device = test.images.device();
     let root = schedule.is_root();
     let train_len = train.len();
@@ -176,13 +192,14 @@ fn train_epochs(
             (e, s) => format!(", resumed at epoch {}, step {s}", e + 1),
         };
         eprintln!(
-            "training {} on {} with {} ({} blocks, {} parameters, {}{from}) -> {}",
+            "training {} on {} with {} ({} blocks, {} parameters, {}, {}{from}) -> {}",
             config.preset,
             config.data.dataset,
             config.train.method,
             model.network.len(),
             model.network.parameter_count(),
             schedule.describe(),
+            opening.precision,
             out.display()
         );
         Some(run_dir)

@@ -5,12 +5,15 @@
 use super::optim::Optimizer;
 use crate::heap::probe;
 use crate::learner::Model;
+use crate::precision::Autocast;
 use crate::rules::terms::BlockLoss;
 use anyhow::{Context, Result};
 use tch::Tensor;
 
 /// One minibatch forward through all blocks and back; returns the loss of the last block.
 pub fn step(model: &Model, optimizer: &mut Optimizer, x: &Tensor, y: &Tensor) -> Result<Vec<BlockLoss>> {
+    // bf16: forward and loss in an autocast region, closed before the backward pass.
+    let region = Autocast::enter(model.precision, x.device());
     let h = model.network.blocks.iter().fold(x.shallow_clone(), |h, block| {
         let out = block.forward_t(&h, true);
         probe();
@@ -18,6 +21,7 @@ pub fn step(model: &Model, optimizer: &mut Optimizer, x: &Tensor, y: &Tensor) ->
     });
     let rule = model.rules.last().expect("one rule per block");
     let loss = rule.loss(&h, y, None, true);
+    drop(region);
     probe();
     optimizer.backward_step(&loss.total)?;
     Ok(vec![BlockLoss::read(
@@ -44,6 +48,7 @@ pub fn checkpointed_step(
     let last = blocks.len() - 1;
     let mut inputs = vec![x.shallow_clone()];
     tch::no_grad(|| {
+        let _region = Autocast::enter(model.precision, x.device());
         for block in &blocks[..last] {
             let h = block.forward_t(inputs.last().expect("the input"), true);
             inputs.push(h);
@@ -60,16 +65,19 @@ pub fn checkpointed_step(
             } else {
                 input
             };
+            let region = Autocast::enter(model.precision, x.device());
             let out = blocks[i].forward_t(&input, true);
             match grad_above.take() {
                 None => {
                     let rule = &model.rules[i];
                     let loss = rule.loss(&out, y, None, true);
+                    drop(region);
                     probe();
                     loss.total.f_backward()?;
                     result = Some(BlockLoss::read(i, rule.term_names(), &loss.terms));
                 }
                 Some(g) => {
+                    drop(region);
                     probe();
                     // d⟨out, sg(g)⟩/d(out) = g: back-propagates g through block i.
                     (&out * g).sum(None).f_backward()?;

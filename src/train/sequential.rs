@@ -4,6 +4,7 @@
 
 use super::optim::Optimizer;
 use crate::learner::{LocalBlock, Model};
+use crate::precision::Autocast;
 use crate::rules::terms::BlockLoss;
 use anyhow::Result;
 use tch::Tensor;
@@ -32,8 +33,12 @@ pub fn block_step(
     y: &Tensor,
     sync: &dyn Fn(usize) -> Result<()>,
 ) -> Result<BlockOutput> {
+    // bf16: the forward pass and the loss inside an autocast region, closed before the
+    // backward pass and the step (fp32: no region).
+    let region = Autocast::enter(part.precision, h_prev.device());
     let out = part.block.forward_t(&h_prev.detach(), true);
     let loss = part.rule.loss(&out, y, passed.map(|p| p.detach()).as_ref(), true);
+    drop(region);
     crate::heap::probe();
     optimizer.step_after(|| {
         loss.total.f_backward()?;

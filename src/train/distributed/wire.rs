@@ -70,12 +70,22 @@ fn push_tensor(header: &mut Vec<i64>, data: &mut Vec<u8>, t: &Tensor, kind: Kind
     t.copy_data_u8(&mut data[start..], t.numel());
 }
 
-/// One minibatch as bytes: header length, then the header (step, then each tensor's
-/// dims: h, what the rule passes on (0 dims when absent), y), then h and the message
-/// as f32 and y as i64.
+/// The activations' kind on the wire: bf16 as computed in a bf16 run (half the bytes
+/// of f32, and exact), f32 otherwise.
+fn wire_kind(h: &Tensor) -> (i64, Kind) {
+    match h.kind() {
+        Kind::BFloat16 => (1, Kind::BFloat16),
+        _ => (0, Kind::Float),
+    }
+}
+
+/// One minibatch as bytes: header length, then the header (step, the activations'
+/// kind (0: f32, 1: bf16), then each tensor's dims: h, what the rule passes on (0 dims
+/// when absent), y), then h in its kind, the message as f32 and y as i64.
 pub(super) fn encode(m: &Minibatch) -> Vec<u8> {
-    let (mut header, mut data) = (vec![m.step as i64], vec![]);
-    push_tensor(&mut header, &mut data, &m.h, Kind::Float);
+    let (code, h_kind) = wire_kind(&m.h);
+    let (mut header, mut data) = (vec![m.step as i64, code], vec![]);
+    push_tensor(&mut header, &mut data, &m.h, h_kind);
     match &m.passed {
         Some(passed) => push_tensor(&mut header, &mut data, passed, Kind::Float),
         None => header.push(0),
@@ -102,6 +112,11 @@ pub(super) fn decode(bytes: &[u8], device: Device) -> Result<Minibatch> {
     let mut data = bytes.get(8 * (header_len + 1)..).context("message too short")?;
     let mut header = header.into_iter();
     let step = header.next().context("empty header")? as usize;
+    let h_kind = match header.next().context("header too short")? {
+        0 => Kind::Float,
+        1 => Kind::BFloat16,
+        code => bail!("unknown activation kind {code} in a minibatch message"),
+    };
     let mut tensor = |kind: Kind| -> Result<Option<Tensor>> {
         let rank = header.next().context("header too short")? as usize;
         if rank == 0 {
@@ -116,7 +131,7 @@ pub(super) fn decode(bytes: &[u8], device: Device) -> Result<Minibatch> {
         data = &data[len..];
         Ok(Some(t))
     };
-    let h = tensor(Kind::Float)?.context("no activations")?;
+    let h = tensor(h_kind)?.context("no activations")?;
     let passed = tensor(Kind::Float)?;
     let y = tensor(Kind::Int64)?.context("no labels")?;
     Ok(Minibatch { step, h, passed, y })
@@ -199,5 +214,31 @@ mod tests {
             assert!(decode(&bytes[..bytes.len() - 1], Device::Cpu).is_err());
             assert!(decode(&bytes[..12], Device::Cpu).is_err());
         }
+    }
+
+    #[test]
+    fn bf16_activations_travel_as_bf16() {
+        let _turn = crate::libtorch_turn();
+        let h = Tensor::randn([4, 6], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let m = Minibatch {
+            step: 7,
+            h: h.shallow_clone(),
+            passed: None,
+            y: Tensor::from_slice(&[0i64, 1, 2, 3]),
+        };
+        let bytes = encode(&m);
+        let f32_bytes = encode(&Minibatch {
+            h: h.to_kind(Kind::Float),
+            ..Minibatch {
+                step: 7,
+                h: h.shallow_clone(),
+                passed: None,
+                y: m.y.shallow_clone(),
+            }
+        });
+        assert_eq!(f32_bytes.len() - bytes.len(), 24 * 2, "2 bytes per value, not 4");
+        let back = decode(&bytes, Device::Cpu).unwrap();
+        assert_eq!(back.h.kind(), Kind::BFloat16);
+        assert!(back.h.equal(&h));
     }
 }

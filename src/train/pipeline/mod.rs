@@ -106,6 +106,8 @@ struct Stage<'a> {
     rules: &'a mut [Box<dyn LocalRule>],
     optimizers: &'a mut [Optimizer],
     threads: usize,
+    /// The arithmetic of its steps (each stage thread opens its own autocast regions).
+    precision: crate::config::Precision,
 }
 
 impl Stages {
@@ -183,6 +185,7 @@ impl Stages {
         batches: impl Iterator<Item = (Tensor, Tensor)>,
         progress: &EpochProgress,
     ) -> Result<Vec<f64>> {
+        let precision = model.precision;
         let parts = model.pipeline_parts();
         let input = parts.input;
         let (mut blocks, mut rules, mut optimizers) = (parts.blocks, parts.rules, optimizers);
@@ -207,6 +210,7 @@ impl Stages {
                     rules: stage_rules,
                     optimizers: stage_optimizers,
                     threads: self.threads,
+                    precision,
                 };
                 let sender = senders.next();
                 handles.push((
@@ -347,7 +351,9 @@ impl Stage<'_> {
         let parts = self.blocks.iter().zip(self.rules.iter());
         let parts: Vec<LocalBlock<'_>> = parts
             .enumerate()
-            .map(|(j, (block, rule))| LocalBlock::new(self.first + j, block.as_ref(), rule.as_ref()))
+            .map(|(j, (block, rule))| {
+                LocalBlock::new(self.first + j, block.as_ref(), rule.as_ref(), self.precision)
+            })
             .collect();
         for mut minibatch in input {
             if let Some(device) = self.device {
