@@ -104,8 +104,9 @@ fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summar
     if config.train.keep_freed_memory {
         crate::malloc::keep_freed_memory();
     }
-    let mut model = Model::new(&config, train.classes, crate::data::input_shape(&test), device)?;
-    let schedule = Schedule::plan(&config, &model)?;
+    let input = crate::data::input_shape(&test);
+    let mut model = Model::new(&config, train.classes, input, device)?;
+    let schedule = Schedule::plan(&mut config, &model, train.classes, input)?;
     if let Schedule::Threads(stages) = &schedule {
         stages.place(&mut model);
     }
