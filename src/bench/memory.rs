@@ -209,6 +209,9 @@ pub fn measure(spec: &MemorySpec) -> Result<MemoryResult> {
     };
     let (base, _, _) = bench_setup(&step_spec, step_spec.method)?;
     step_spec.sets = depth_sets(&base.model, spec.depth)?;
+    // fp32 unless `--set train.precision=...` says otherwise (bf16 adds the bf16 copies
+    // of the weights that autocast keeps for the backward pass).
+    step_spec.sets.push("train.precision=\"fp32\"".into());
     step_spec.sets.extend(spec.sets.iter().cloned());
     let (config, input, classes) = bench_setup(&step_spec, step_spec.method)?;
     train::init_runtime(&config);
