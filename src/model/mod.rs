@@ -42,23 +42,24 @@ impl Pooling {
     pub fn apply(self, h: &Tensor) -> Tensor {
         match self {
             Pooling::Flatten => h.flatten(1, -1),
-            Pooling::Grid(k) => grid_pool(h, k),
+            Pooling::Grid(k) => grid_pool(h, [k, k]),
             Pooling::TokenMean => h.mean_dim(1, false, None),
             Pooling::ClassToken => h.select(1, 0),
         }
     }
 }
 
-/// Adaptive average pooling of a feature map to a k×k grid, flattened (C, then the
-/// grid). The flattened features' gradient arrives NCHW-contiguous; given that,
+/// Adaptive average pooling of a feature map to a `grid` (rows × columns), flattened
+/// (C, then the grid). The flattened features' gradient arrives NCHW-contiguous; given that,
 /// libtorch's pooling backward converts a channels-last map's gradient to NCHW and
 /// back (two full-size copies, measured in docs/performance.md). An identity view
 /// (`as_strided` with the pooled grid's own channels-last strides) in between makes
 /// autograd hand the pooling a channels-last gradient, so that its channels-last
 /// kernel runs: the same values, without the copies.
-pub fn grid_pool(h: &Tensor, k: i64) -> Tensor {
-    let pooled = h.adaptive_avg_pool2d([k, k]);
-    let channels_last = pooled.dim() == 4 && k > 1 && pooled.permute([0, 2, 3, 1]).is_contiguous();
+pub fn grid_pool(h: &Tensor, grid: [i64; 2]) -> Tensor {
+    let pooled = h.adaptive_avg_pool2d(grid);
+    let channels_last =
+        pooled.dim() == 4 && grid[0] * grid[1] > 1 && pooled.permute([0, 2, 3, 1]).is_contiguous();
     if channels_last && pooled.requires_grad() {
         pooled
             .as_strided(pooled.size(), pooled.stride(), None)
@@ -191,18 +192,18 @@ mod tests {
         for kind in [Kind::Float, Kind::BFloat16] {
             let x = Tensor::randn([3, 5, 8, 12], (Kind::Float, Device::Cpu)).to_kind(kind);
             let cl = crate::model::cnn::channels_last_layout(&x);
-            for k in [1, 2, 4] {
-                let plain = |t: &Tensor| t.adaptive_avg_pool2d([k, k]).flatten(1, -1);
-                assert!(grid_pool(&cl, k).equal(&plain(&cl)), "{kind:?}, k = {k}");
+            for grid in [[1, 1], [2, 2], [4, 4], [2, 3]] {
+                let plain = |t: &Tensor| t.adaptive_avg_pool2d(grid).flatten(1, -1);
+                assert!(grid_pool(&cl, grid).equal(&plain(&cl)), "{kind:?}, {grid:?}");
                 // The same gradient, bit for bit (computed without the layout copies).
-                let g = Tensor::randn([3, 5 * k * k], (Kind::Float, Device::Cpu)).to_kind(kind);
+                let g = Tensor::randn([3, 5 * grid[0] * grid[1]], (Kind::Float, Device::Cpu)).to_kind(kind);
                 let ours = cl.detach().set_requires_grad(true);
-                (grid_pool(&ours, k) * &g).sum(kind).backward();
+                (grid_pool(&ours, grid) * &g).sum(kind).backward();
                 let reference = cl.detach().set_requires_grad(true);
                 (plain(&reference) * &g).sum(kind).backward();
                 assert!(
                     ours.grad().equal(&reference.grad()),
-                    "{kind:?}, k = {k}: gradients differ"
+                    "{kind:?}, {grid:?}: gradients differ"
                 );
             }
         }

@@ -19,7 +19,7 @@
 //! that offer it compute it from their projection.)
 
 use crate::config::HeadKind;
-use crate::model::Pooling;
+use crate::model::{grid_pool, Pooling};
 use anyhow::{bail, Result};
 use tch::{nn, nn::Module, Tensor};
 
@@ -206,10 +206,9 @@ impl Head {
     pub fn features(&self, h: &Tensor, train: bool) -> Tensor {
         match &self.net {
             Net::Linear => self.pooling.apply(h),
-            Net::Pooled { grid } => h.adaptive_avg_pool2d([grid.0, grid.1]).flatten(1, -1),
+            Net::Pooled { grid } => grid_pool(h, [grid.0, grid.1]),
             Net::Conv { convs } => {
-                let h = convs[1].forward_t(&convs[0].forward_t(h, train), train);
-                h.adaptive_avg_pool2d([2, 2]).flatten(1, -1)
+                grid_pool(&convs[1].forward_t(&convs[0].forward_t(h, train), train), [2, 2])
             }
             Net::Mlp { hidden } => self.pooling.apply(h).apply(hidden).relu(),
             Net::Infopro { conv, hidden } => conv
