@@ -115,36 +115,38 @@ fn a_bf16_step_tracks_the_fp32_step_with_fp32_weights_and_state() {
     }
 }
 
+/// `sll train` of a small MNIST MLP for 1 epoch in `precision` into `run`.
+fn train_small(run: &Path, precision: &str, train: usize) -> std::process::Output {
+    let sets = [
+        format!("data.dir={REPO_DATA:?}"),
+        format!("data.train_subset={train}"),
+        format!("data.test_subset={}", train / 4),
+        "model.hidden=[64, 64]".to_string(),
+    ];
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--precision",
+        precision,
+    ];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let run = run.display().to_string();
+    args.extend(["--out", &run]);
+    sll(&args, Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// A bf16 run records `precision = "bf16"`, saves fp32 weights, and `sll eval`, which
 /// evaluates in fp32, gives exactly the accuracy it recorded.
 #[test]
 fn a_bf16_checkpoint_is_fp32_and_evaluates_to_its_recorded_accuracy() {
     let root = tempfile::tempdir().unwrap();
     let run = root.path().join("run");
-    let run_arg = run.display().to_string();
-    let data = format!("data.dir={REPO_DATA:?}");
-    let trained = sll(
-        &[
-            "train",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-            "--precision",
-            "bf16",
-            "--set",
-            &data,
-            "--set",
-            "data.train_subset=2000",
-            "--set",
-            "data.test_subset=500",
-            "--set",
-            "model.hidden=[64, 64]",
-            "--out",
-            &run_arg,
-        ],
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-    );
+    let trained = train_small(&run, "bf16", 2000);
     let stderr = String::from_utf8_lossy(&trained.stderr);
     assert!(trained.status.success(), "{stderr}");
     assert!(
@@ -158,7 +160,7 @@ fn a_bf16_checkpoint_is_fp32_and_evaluates_to_its_recorded_accuracy() {
     for (name, view) in file.tensors() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
     }
-    let out = sll(&["eval", "--run", &run_arg], root.path());
+    let out = sll(&["eval", "--run", &run.display().to_string()], root.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(identical)"));
 }
@@ -169,30 +171,7 @@ fn a_bf16_checkpoint_is_fp32_and_evaluates_to_its_recorded_accuracy() {
 fn auto_is_recorded_as_what_it_resolved_to() {
     let root = tempfile::tempdir().unwrap();
     let run = root.path().join("run");
-    let run_arg = run.display().to_string();
-    let data = format!("data.dir={REPO_DATA:?}");
-    let trained = sll(
-        &[
-            "train",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-            "--precision",
-            "auto",
-            "--set",
-            &data,
-            "--set",
-            "data.train_subset=300",
-            "--set",
-            "data.test_subset=100",
-            "--set",
-            "model.hidden=[16]",
-            "--out",
-            &run_arg,
-        ],
-        Path::new(env!("CARGO_MANIFEST_DIR")),
-    );
+    let trained = train_small(&run, "auto", 400);
     assert!(
         trained.status.success(),
         "{}",

@@ -99,6 +99,9 @@ fn start(mut config: Config, out: &Path, resuming: bool) -> Result<Option<Summar
     // so that resume, eval and sweeps keep the precision the run started with.
     let (precision, why) = crate::precision::resolve(config.train.precision, device)?;
     config.train.precision = precision;
+    if precision == crate::config::Precision::Bf16 && !crate::precision::native_bf16(device).0 {
+        eprintln!("warning: train.precision = \"bf16\" on a device without native bf16: {why}");
+    }
     train::init_runtime(&config);
     let (train, test) = crate::data::prepare(&mut config.data, device)?;
     if config.train.keep_freed_memory {
