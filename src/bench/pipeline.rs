@@ -47,12 +47,12 @@ pub struct PipelineBenchResult {
 }
 
 /// Runs the comparison for `spec` (its `threads` is the wide sequential run's, 0 = the
-/// number of cores; its `method` must be `sll` or `local`) with `stages` stages
+/// number of cores; its `method` must be a local rule, not `bp`) with `stages` stages
 /// (0 = one per block); the median of `spec.rounds` rounds counts.
 pub fn run(spec: &StepBenchSpec, stages: usize) -> Result<PipelineBenchResult> {
     super::step::check_spec(spec)?;
     if spec.method == Method::Bp {
-        bail!("the pipeline trains sll or local, not bp");
+        bail!("the pipeline trains the local rules (sll, local, dgl, infopro, predsim), not bp");
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if spec.threads > 0 { spec.threads } else { cores };

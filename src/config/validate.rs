@@ -58,7 +58,7 @@ impl Config {
         }
         if self.train.pipeline != Pipeline::None && self.train.method == Method::Bp {
             bail!(
-                "config key `train.pipeline` = \"{}\" needs method sll or local (bp's backward pass crosses every block)",
+                "config key `train.pipeline` = \"{}\" needs a local rule (sll, local, dgl, infopro or predsim): bp's backward pass crosses every block",
                 self.train.pipeline
             );
         }
