@@ -23,6 +23,10 @@ evaluation is excluded for both engines (ours' metrics.jsonl `seconds`, train.py
 
 `--epochs` defaults to the preset's own (15 for mnist-mlp), and to 3 for cifar10-vgg.
 
+`--amp` (steps and `--end-to-end`): both engines in bf16 mixed precision, sll with
+`--precision bf16`, PyTorch under `torch.autocast(device, torch.bfloat16)` (step.py and
+train.py `--amp`); without it both run fp32 (sll `--precision fp32`).
+
 Run it with the Python that has torch installed (see bench/reference/README.md).
 """
 import argparse

@@ -45,6 +45,7 @@ Prints one JSON line per epoch on stdout:
 See bench/reference/README.md for installing torch.
 """
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -339,7 +340,7 @@ class Projection:
             return u @ self.matrix_t
         # Sparse, as src/objective.rs's autograd path: z^T = sum_j values_j * u^T_j -> row buckets_j.
         source = u.t().contiguous().repeat(self.k, 1) * self.values
-        zeros = torch.zeros(self.d0, u.shape[0], dtype=u.dtype, device=u.device)
+        zeros = torch.zeros(self.d0, u.shape[0], dtype=source.dtype, device=u.device)
         return zeros.index_add(0, self.buckets, source).t()
 
 
@@ -386,6 +387,8 @@ def main():
                     help="the sparse projection as ours' autograd path (index-add) or as a dense matrix product")
     ap.add_argument("--optimizer-impl", choices=["fused", "foreach", "default"], default="fused",
                     help="torch.optim implementation (fused where torch supports it on the device)")
+    ap.add_argument("--amp", action="store_true",
+                    help="each block's forward pass and loss under torch.autocast(device, torch.bfloat16), the one-line mixed precision")
     a = ap.parse_args()
 
     config = load_config(a.config)
@@ -441,21 +444,25 @@ def main():
           f"{o['projection']} projection d0 {o['d0']}, {opt_cfg['optimizer']} {opt_cfg['lr']}, {t['epochs']} epochs, "
           f"{n} training examples, {torch.get_num_threads()} threads, {device})", file=sys.stderr)
 
+    amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if a.amp else contextlib.nullcontext
+
     def step(x, y, lr):
         terms = []
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             log_prev = F.log_softmax(proj[0](F.dropout(pool_input(x), p)) / tau, -1) if divergence else None
         h = x
         for i, (block, head, opt) in enumerate(zip(blocks, heads, optimizers)):
-            out = block(h.detach())
-            u = pool(out)
-            ce = F.cross_entropy(head(readers[i](out)), y)
-            loss = ce
+            with amp():
+                out = block(h.detach())
+                u = pool(out)
+                ce = F.cross_entropy(head(readers[i](out)), y)
+                loss = ce
+                if divergence:
+                    log_q = F.log_softmax(proj[i + 1](F.dropout(u, p)) / tau, -1)
+                    db = bhattacharyya(log_q, log_prev.detach())
+                    loss = ce + beta * db
+                    log_prev = log_q.detach()
             if divergence:
-                log_q = F.log_softmax(proj[i + 1](F.dropout(u, p)) / tau, -1)
-                db = bhattacharyya(log_q, log_prev.detach())
-                loss = ce + beta * db
-                log_prev = log_q.detach()
                 terms.append(torch.stack([ce.detach(), db.detach()]))
             else:
                 terms.append(torch.stack([ce.detach(), torch.zeros((), device=ce.device)]))
