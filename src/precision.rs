@@ -141,20 +141,29 @@ pub fn native_bf16(device: Device) -> (bool, String) {
             _ => (false, "CUDA's capabilities could not be read".into()),
         };
     }
-    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let has = |flag: &str| {
-        flags
-            .lines()
-            .filter(|l| l.starts_with("flags"))
-            .any(|l| l.split_whitespace().any(|f| f == flag))
-    };
-    if has("amx_bf16") {
-        (true, "the CPU has AMX (amx_bf16)".into())
-    } else if has("avx512_bf16") {
-        (true, "the CPU has AVX-512 BF16 (avx512_bf16)".into())
-    } else {
-        (false, "the CPU has neither AMX nor AVX-512 BF16".into())
-    }
+    cpu_native_bf16().clone()
+}
+
+/// [`native_bf16`] for the CPU: /proc/cpuinfo's flags, read once per process (every
+/// model built asks).
+fn cpu_native_bf16() -> &'static (bool, String) {
+    static CPU: std::sync::OnceLock<(bool, String)> = std::sync::OnceLock::new();
+    CPU.get_or_init(|| {
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let has = |flag: &str| {
+            flags
+                .lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == flag))
+        };
+        if has("amx_bf16") {
+            (true, "the CPU has AMX (amx_bf16)".into())
+        } else if has("avx512_bf16") {
+            (true, "the CPU has AVX-512 BF16 (avx512_bf16)".into())
+        } else {
+            (false, "the CPU has neither AMX nor AVX-512 BF16".into())
+        }
+    })
 }
 
 /// What `requested` means on `device`: the precision to train in and why (one line for
