@@ -51,6 +51,18 @@ fn no_gradient_crosses_a_block_under_any_rule() {
             vec!["objective.shared_projection=true", "objective.prior=\"label\""],
         ),
         ("local", vec!["objective.head=\"infopro\""]),
+        ("local", vec!["objective.head=\"auglocal\""]),
+        (
+            "sll",
+            vec![
+                "objective.head=\"auglocal\"",
+                "objective.projection_input=\"head\"",
+            ],
+        ),
+        (
+            "infopro",
+            vec!["objective.head=\"auglocal\"", "objective.aux_depth=1"],
+        ),
     ]);
     for (method, extra) in cases {
         let what = format!("{method} {extra:?}");
@@ -97,13 +109,21 @@ fn no_gradient_crosses_a_block_under_any_rule() {
 fn every_rule_trains_the_same_in_the_pipeline_as_sequentially() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    for method in RULES {
-        let sequential = dir.path().join(format!("{method}-sequential"));
-        sll::run::run(cnn(method, 600, &[]), &sequential).unwrap();
-        let piped = dir.path().join(format!("{method}-pipeline"));
-        let config = cnn(method, 600, &["train.pipeline=\"threads\"", "train.stages=2"]);
-        sll::run::run(config, &piped).unwrap();
-        assert_same_training(&sequential, &piped, method);
+    let auglocal = [("sll", "auglocal-sll"), ("local", "auglocal-local")];
+    let cases = RULES.iter().map(|r| (*r, *r)).chain(auglocal);
+    for (method, name) in cases {
+        let head: &[&str] = if name.starts_with("auglocal") {
+            &["objective.head=\"auglocal\""]
+        } else {
+            &[]
+        };
+        let sequential = dir.path().join(format!("{name}-sequential"));
+        sll::run::run(cnn(method, 600, head), &sequential).unwrap();
+        let piped = dir.path().join(format!("{name}-pipeline"));
+        let mut sets = vec!["train.pipeline=\"threads\"", "train.stages=2"];
+        sets.extend(head);
+        sll::run::run(cnn(method, 600, &sets), &piped).unwrap();
+        assert_same_training(&sequential, &piped, name);
         // The rule's named terms reach metrics.jsonl.
         let metrics = std::fs::read_to_string(sequential.join("metrics.jsonl")).unwrap();
         let second = match method {

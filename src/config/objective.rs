@@ -33,6 +33,11 @@ pub enum HeadKind {
     Infopro,
     /// The fixed projection itself as a frozen random classifier (needs d0 = classes).
     Projection,
+    /// AugLocal's (Ma et al., ICLR 2024): a new stack of up to `objective.aux_depth`
+    /// layers copying the widths of layers sampled uniformly from the network after
+    /// the block (depth tapering toward the output by `objective.aux_taper`), global
+    /// pooling, linear.
+    Auglocal,
 }
 
 /// What SLL's projection reads.
@@ -94,6 +99,11 @@ pub struct ObjectiveConfig {
     pub infopro_reconstruction: [f64; 2],
     /// PredSim: weight β of the similarity term ((1 − β) for the prediction term).
     pub predsim_beta: f64,
+    /// AugLocal head: layers d of the first module's auxiliary net.
+    pub aux_depth: usize,
+    /// AugLocal head: the taper γ of the auxiliary nets' depth toward the output
+    /// (0 = every module gets d layers; 1 = down to 1 at module K−2).
+    pub aux_taper: f64,
 }
 
 impl Default for ObjectiveConfig {
@@ -114,6 +124,8 @@ impl Default for ObjectiveConfig {
             infopro_prediction: [0.5, 1.0],
             infopro_reconstruction: [5.0, 0.0],
             predsim_beta: 0.99,
+            aux_depth: 3,
+            aux_taper: 0.5,
         }
     }
 }

@@ -92,6 +92,8 @@ pub const MAX_BATCH: usize = 1 << 20;
 pub const MAX_IMAGE_SIZE: usize = 1024;
 /// Most epochs of a run.
 pub const MAX_EPOCHS: usize = 100_000;
+/// Most layers of an AugLocal auxiliary net (`objective.aux_depth`).
+pub const MAX_AUX_DEPTH: usize = 64;
 /// The thread bound [`max_threads`] never goes below.
 pub(super) const MIN_THREAD_BOUND: usize = 8;
 

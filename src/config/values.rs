@@ -1,6 +1,6 @@
 //! The bounds of every numeric setting and what the dataset's image shape implies.
 
-use super::validate::{ensure, MIN_THREAD_BOUND};
+use super::validate::{ensure, MAX_AUX_DEPTH, MIN_THREAD_BOUND};
 use super::*;
 use anyhow::Result;
 
@@ -150,6 +150,16 @@ impl Config {
             o.predsim_beta.is_finite() && (0.0..=1.0).contains(&o.predsim_beta),
             "objective.predsim_beta",
             || format!("= {} must be in [0, 1]", o.predsim_beta),
+        )?;
+        ensure(
+            (1..=MAX_AUX_DEPTH).contains(&o.aux_depth),
+            "objective.aux_depth",
+            || format!("= {} must be in [1, {MAX_AUX_DEPTH}]", o.aux_depth),
+        )?;
+        ensure(
+            o.aux_taper.is_finite() && (0.0..=1.0).contains(&o.aux_taper),
+            "objective.aux_taper",
+            || format!("= {} must be in [0, 1]", o.aux_taper),
         )?;
         for (key, weights) in [
             ("objective.infopro_prediction", o.infopro_prediction),

@@ -123,6 +123,7 @@ impl Model {
                 pooling: block.pooling(),
                 pooled_dim: block.pooled_dim(),
                 shape,
+                layers: block.layers(),
             })
             .collect();
         let ctx = RuleContext {

@@ -209,6 +209,15 @@ impl Block for ConvBlock {
     fn forward_flops(&self) -> (f64, f64) {
         (self.stages.iter().map(|s| s.flops).sum(), self.stages[0].flops)
     }
+
+    fn layers(&self) -> Vec<super::Layer> {
+        self.stages
+            .iter()
+            .map(|s| super::Layer::Conv {
+                channels: s.conv.ws.size()[0],
+            })
+            .collect()
+    }
 }
 
 /// Builds the CNN of `config`: conv widths `channels`, max-pool after the stages listed

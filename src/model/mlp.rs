@@ -156,6 +156,15 @@ impl Block for MlpBlock {
             .collect();
         (flops.iter().sum(), flops[0])
     }
+
+    fn layers(&self) -> Vec<super::Layer> {
+        self.layers
+            .iter()
+            .map(|l| super::Layer::Dense {
+                width: l.linear.ws.size()[0],
+            })
+            .collect()
+    }
 }
 
 /// Builds the MLP of `config`: widths `hidden`, grouped `block_size` layers per block.

@@ -9,6 +9,7 @@
 pub mod cnn;
 pub mod config;
 pub mod kind;
+pub mod layer;
 pub mod mlp;
 pub mod resnet;
 pub mod vit;
@@ -16,6 +17,7 @@ pub mod vit;
 pub use cnn::CnnConfig;
 pub use config::ModelConfig;
 pub use kind::{Activation, ModelKind, Norm, NormInit};
+pub use layer::Layer;
 pub use mlp::MlpConfig;
 pub use resnet::{ResnetConfig, Stem};
 pub use vit::{PatchEmbed, TokenPool, VitConfig};
@@ -81,6 +83,11 @@ pub trait Block: std::fmt::Debug + Send {
     /// the block's linear maps and convolutions, as `(total, first layer)`: the first
     /// layer's input gradient is skipped in backward when the block input is detached.
     fn forward_flops(&self) -> (f64, f64);
+    /// The block's layers, input to output (what AugLocal's auxiliary nets copy);
+    /// empty for a block that does not describe itself.
+    fn layers(&self) -> Vec<Layer> {
+        vec![]
+    }
 }
 
 /// The batch-norm settings of the network's layers: scales γ from `init` (tch's U(0, 1)

@@ -14,10 +14,13 @@
 //! - `infopro` (InfoPro's `1c2f` auxiliary net): a 3×3 stride-2 conv–BN–ReLU to twice
 //!   the width (the width itself from 64 channels up), global average pooling, linear
 //!   to 128, ReLU, linear. Feature maps only.
+//! - `auglocal` (AugLocal's): new layers copying the network's later layers
+//!   ([`super::auglocal`]), global pooling, linear.
 //!
 //! (`projection`, the fixed projection as a frozen classifier, is no module: the rules
 //! that offer it compute it from their projection.)
 
+use super::auglocal::{self, AuxNet, Plan};
 use crate::config::HeadKind;
 use crate::model::{grid_pool, Pooling};
 use anyhow::{bail, Result};
@@ -108,6 +111,7 @@ enum Net {
         conv: Box<ConvBnRelu>,
         hidden: nn::Linear,
     },
+    Auglocal(Box<AuxNet>),
 }
 
 /// One block's auxiliary classifier.
@@ -123,7 +127,9 @@ pub struct Head {
 impl Head {
     /// Builds a `kind` head under `path` (`block<i>.head`) for a block whose output
     /// has `shape`, pooling `pooling` and pooled size `pooled_dim`; `hidden` is the
-    /// `mlp` head's width. `projection` heads have no module: an error here.
+    /// `mlp` head's width, `plan` what an `auglocal` head copies. `projection` heads
+    /// have no module: an error here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: nn::Path,
         kind: HeadKind,
@@ -132,6 +138,7 @@ impl Head {
         pooled_dim: i64,
         classes: i64,
         hidden: i64,
+        plan: Option<&Plan>,
     ) -> Result<Self> {
         let map = shape.map();
         let needs_map = |name: &str| -> Result<(i64, i64, i64)> {
@@ -182,6 +189,14 @@ impl Head {
                     flops,
                 )
             }
+            HeadKind::Auglocal => {
+                let Some(plan) = plan else {
+                    bail!("internal: an auglocal head without its plan")
+                };
+                let net = AuxNet::new(path.clone(), aux_input(shape, pooled_dim), pooling, plan)?;
+                let (features, flops) = (net.feature_dim(), net.flops_per_example());
+                (Net::Auglocal(Box::new(net)), features, flops)
+            }
             HeadKind::Projection | HeadKind::Auto => {
                 bail!("internal: no head module for objective.head = {kind:?}")
             }
@@ -217,6 +232,7 @@ impl Head {
                 .flatten(1, -1)
                 .apply(hidden)
                 .relu(),
+            Net::Auglocal(net) => net.features(h, train),
         }
     }
 
@@ -246,15 +262,26 @@ impl Head {
     }
 }
 
+/// What an auxiliary net reads from a block output of `shape` and pooled size
+/// `pooled_dim`.
+pub fn aux_input(shape: &OutputShape, pooled_dim: i64) -> auglocal::Input {
+    match shape.map() {
+        Some((c, h, w)) => auglocal::Input::Map(c, h, w),
+        None => auglocal::Input::Width(pooled_dim),
+    }
+}
+
 /// Trainable parameters of the `kind` head that [`Head::new`] builds for a block output
-/// of `shape` with pooled size `pooled_dim` (0 for `projection`, which is no module):
-/// what the memory estimate counts before anything is allocated.
+/// of `shape` with pooled size `pooled_dim` (0 for `projection`, which is no module,
+/// and for an `auglocal` head without a plan or with one that does not fit): what the
+/// memory estimate counts before anything is allocated.
 pub fn parameter_count(
     kind: HeadKind,
     shape: &OutputShape,
     pooled_dim: i64,
     classes: i64,
     hidden: i64,
+    plan: Option<&Plan>,
 ) -> i64 {
     let linear = |features: i64| features * classes + classes;
     // A bias-free 3×3 conv and its batch norm's scale and shift.
@@ -272,6 +299,9 @@ pub fn parameter_count(
             let width = if c < 64 { 2 * c } else { c };
             conv_bn(c, width) + width * INFOPRO_FEATURES + INFOPRO_FEATURES + linear(INFOPRO_FEATURES)
         }
+        (HeadKind::Auglocal, _) => plan
+            .and_then(|p| auglocal::parameter_count(aux_input(shape, pooled_dim), p).ok())
+            .map_or(0, |(count, features)| count + linear(features)),
         // Heads that need feature maps are refused for other outputs when built.
         (HeadKind::Conv | HeadKind::Infopro, None) | (HeadKind::Projection | HeadKind::Auto, _) => 0,
     }
@@ -297,7 +327,16 @@ mod tests {
 
     fn head(kind: HeadKind, shape: &OutputShape) -> Result<(nn::VarStore, Head)> {
         let vs = nn::VarStore::new(Device::Cpu);
-        let h = Head::new(vs.root() / "head", kind, shape, Pooling::Grid(2), 16 * 4, 10, 32)?;
+        let h = Head::new(
+            vs.root() / "head",
+            kind,
+            shape,
+            Pooling::Grid(2),
+            16 * 4,
+            10,
+            32,
+            None,
+        )?;
         Ok((vs, h))
     }
 
@@ -341,14 +380,18 @@ mod tests {
             assert_eq!(h.flops_per_example(), flops as f64, "{kind:?}");
             assert!(vs.variables().keys().all(|k| k.starts_with("head")), "{kind:?}");
             let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-            assert_eq!(parameter_count(kind, &shape, 16 * 4, 10, 32), built, "{kind:?}");
+            assert_eq!(
+                parameter_count(kind, &shape, 16 * 4, 10, 32, None),
+                built,
+                "{kind:?}"
+            );
         }
         // On vector outputs the pooled head is the linear one.
         let (vs, _) = head(HeadKind::Pooled, &OutputShape::Other).unwrap();
         let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert_eq!(built, 64 * 10 + 10);
         assert_eq!(
-            parameter_count(HeadKind::Pooled, &OutputShape::Other, 64, 10, 32),
+            parameter_count(HeadKind::Pooled, &OutputShape::Other, 64, 10, 32, None),
             built
         );
         // The linear head keeps the checkpoint names of earlier versions.

@@ -75,6 +75,21 @@ impl Decoder {
     }
 }
 
+/// Trainable parameters of the decoder of a block with `channels` output channels for
+/// inputs of `input_channels` (what the footprint estimate counts before building).
+pub fn decoder_parameters(channels: i64, input_channels: i64) -> i64 {
+    (channels * 9 * DECODER_CHANNELS + DECODER_CHANNELS)
+        + 2 * DECODER_CHANNELS
+        + (DECODER_CHANNELS * 9 * input_channels + input_channels)
+}
+
+/// Floats per example the decoder keeps for backward: the upsampled map, the first
+/// conv's output, its norm's, the ReLU's, the reconstruction.
+pub fn decoder_floats(channels: i64, input: [i64; 3]) -> f64 {
+    let [c_in, height, width] = input;
+    ((channels + 3 * DECODER_CHANNELS + c_in) * height * width) as f64
+}
+
 /// InfoPro's rule for one block.
 #[derive(Debug)]
 pub struct Infopro {

@@ -18,6 +18,7 @@
 //! Adding a rule: a file here with a `build` function returning [`Rules`], and one arm
 //! in [`build`] (and a `Method` variant in `config`). See docs/method.md, "Local rules".
 
+pub mod auglocal;
 pub mod dgl;
 pub mod head;
 pub mod infopro;
@@ -137,6 +138,8 @@ pub struct BlockSpec<'a> {
     pub pooled_dim: i64,
     /// The shape of one output h_i.
     pub shape: OutputShape,
+    /// The block's layers, input to output (what AugLocal heads copy).
+    pub layers: Vec<crate::model::Layer>,
 }
 
 /// Everything the rules of a network are built from.
@@ -162,6 +165,10 @@ pub struct RuleContext<'a> {
 impl RuleContext<'_> {
     /// The head `kind` of block `b` (under `block<i>.head`).
     pub fn head(&self, b: &BlockSpec<'_>, kind: HeadKind) -> Result<Head> {
+        let plan = match kind {
+            HeadKind::Auglocal => Some(self.aux_plan(b.index)?),
+            _ => None,
+        };
         Head::new(
             &b.path / "head",
             kind,
@@ -170,7 +177,14 @@ impl RuleContext<'_> {
             b.pooled_dim,
             self.classes,
             self.objective.head_hidden,
+            plan.as_ref(),
         )
+    }
+
+    /// What block `index`'s AugLocal head copies of the blocks after it.
+    pub fn aux_plan(&self, index: usize) -> Result<auglocal::Plan> {
+        let layers: Vec<Vec<crate::model::Layer>> = self.blocks.iter().map(|b| b.layers.clone()).collect();
+        auglocal::plan(&layers, index, self.objective.aux_depth, self.objective.aux_taper)
     }
 }
 

@@ -35,6 +35,15 @@ pub struct Predsim {
     flops: f64,
 }
 
+/// Trainable parameters of the similarity map of a block output of `shape` and
+/// pooled size `pooled_dim`: a 3×3 conv with bias at the block's width, or a linear map.
+pub fn similarity_parameters(shape: &OutputShape, pooled_dim: i64) -> i64 {
+    match shape.map() {
+        Some((c, _, _)) => c * 9 * c + c,
+        None => pooled_dim * pooled_dim + pooled_dim,
+    }
+}
+
 /// Builds PredSim's rules.
 pub fn build(ctx: &RuleContext<'_>) -> Result<Rules> {
     let blocks = ctx

@@ -304,6 +304,7 @@ mod tests {
                 pooling: Pooling::Flatten,
                 pooled_dim: 48,
                 shape: OutputShape::Other,
+                layers: vec![],
             }],
             input_pooling: Pooling::Flatten,
             input_dim: 48,
@@ -413,6 +414,7 @@ mod tests {
                     pooling: Pooling::Flatten,
                     pooled_dim: d,
                     shape: OutputShape::Other,
+                    layers: vec![],
                 })
                 .collect(),
             input_pooling: Pooling::Flatten,

@@ -20,6 +20,7 @@ pub use shapes::{cnn, mlp, network, resnet, vit, BlockShape, NetworkShape};
 use crate::config::{Config, HeadKind, Method, OptimizerKind, Pipeline, Prior, ProjectionKind};
 use crate::model::{InputShape, ModelConfig};
 use crate::rules::head::{self, OutputShape};
+use crate::rules::{auglocal, infopro, predsim};
 use anyhow::{bail, Result};
 use shapes::n;
 use tch::Device;
@@ -89,6 +90,7 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
     let last = network.blocks.len().saturating_sub(1);
 
     let mut parameter_count = network.parameters();
+    let layers: Vec<Vec<crate::model::Layer>> = network.blocks.iter().map(|b| b.layers.clone()).collect();
     let (mut kept, mut transient) = (0.0f64, 0.0f64);
     let mut add_projection = |dim: f64| {
         let (k_bytes, t_bytes) = projection_bytes(objective.projection, dim, d0, k);
@@ -105,15 +107,38 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
         if with_head && !projection_head {
             let dims: Vec<i64> = block.map.iter().flatten().map(|&d| d as i64).collect();
             let shape = OutputShape::of(&dims);
+            let plan = (objective.head == HeadKind::Auglocal)
+                .then(|| auglocal::plan(&layers, i, objective.aux_depth, objective.aux_taper).ok())
+                .flatten();
             let head = head::parameter_count(
                 objective.head,
                 &shape,
                 block.pooled_dim as i64,
                 classes,
                 objective.head_hidden,
+                plan.as_ref(),
             );
             parameter_count += n(head);
             floats += 3.0 * classes_f;
+            if let Some(plan) = &plan {
+                floats += auglocal::activation_floats(head::aux_input(&shape, block.pooled_dim as i64), plan);
+            }
+        }
+        // The rules' other trainable parts: InfoPro's decoder (all but the last
+        // module), PredSim's similarity map.
+        if method == Method::Infopro && i != last {
+            if let Some([c, _, _]) = block.map {
+                parameter_count += n(infopro::decoder_parameters(c as i64, input[0]));
+                floats += infopro::decoder_floats(c as i64, input);
+            }
+        }
+        if method == Method::Predsim {
+            let dims: Vec<i64> = block.map.iter().flatten().map(|&d| d as i64).collect();
+            parameter_count += n(predsim::similarity_parameters(
+                &OutputShape::of(&dims),
+                block.pooled_dim as i64,
+            ));
+            floats += block.output;
         }
         if divergence || projection_head {
             add_projection(dim);

@@ -3,11 +3,11 @@
 //! (exact), its pooled dimension and the floats one example keeps alive in a training
 //! step (approximate). [`network`] picks the function of a config's model kind.
 
-use crate::model::InputShape;
 use crate::model::{CnnConfig, MlpConfig, ModelConfig, Norm, PatchEmbed, ResnetConfig, Stem, VitConfig};
+use crate::model::{InputShape, Layer};
 
 /// One block as far as memory goes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BlockShape {
     /// Trainable parameters of the block's layers (its local head not included).
     pub parameters: u128,
@@ -22,6 +22,8 @@ pub struct BlockShape {
     pub output: f64,
     /// Floats per example of the block's largest single intermediate map.
     pub largest: f64,
+    /// The block's layers, as the built block describes them (`Block::layers`).
+    pub layers: Vec<Layer>,
 }
 
 /// The blocks of a network, and what its input looks like.
@@ -65,6 +67,7 @@ pub fn mlp(config: &MlpConfig, input: InputShape) -> NetworkShape {
                 // The linear map's output, the norm's, the activation's.
                 block.activations += (2 + norm) as f64 * width as f64;
                 block.largest = block.largest.max(width as f64);
+                block.layers.push(Layer::Dense { width: width as i64 });
                 in_dim = width;
             }
             block.pooled_dim = in_dim;
@@ -97,6 +100,7 @@ pub fn cnn(config: &CnnConfig, input: InputShape) -> NetworkShape {
                 block.activations += (c_in * height * width) as f64;
             }
             for &(index, c_out) in chunk {
+                block.layers.push(Layer::Conv { channels: c_out });
                 let c_out = n(c_out);
                 block.parameters += c_in * 9 * c_out + c_out + 2 * bn * c_out;
                 let map = (c_out * height * width) as f64;
@@ -158,6 +162,7 @@ pub fn resnet(config: &ResnetConfig, input: InputShape) -> NetworkShape {
                 Stem::Imagenet => (7, 2, true),
             };
             let c0 = n(config.channels.first().copied().unwrap_or(0));
+            block.layers.push(Layer::Conv { channels: c0 as i64 });
             block.parameters += conv_norm(channels, c0, kernel as u128, batch_norm);
             (height, width) = (conv_out(height, kernel, stride), conv_out(width, kernel, stride));
             let map = c0 as f64 * area(height, width);
@@ -170,6 +175,7 @@ pub fn resnet(config: &ResnetConfig, input: InputShape) -> NetworkShape {
             channels = c0;
         }
         for &(c_out, stride) in chunk {
+            block.layers.push(Layer::Residual { channels: c_out });
             let c_out = n(c_out);
             let projection = stride != 1 || channels != c_out;
             block.parameters +=
@@ -230,6 +236,16 @@ pub fn vit(config: &VitConfig, input: InputShape) -> NetworkShape {
                 output: t * d as f64,
                 largest,
                 map: None,
+                layers: vec![
+                    Layer::Transformer {
+                        width: config.width,
+                        heads: config.heads,
+                        mlp_ratio: config.mlp_ratio,
+                        tokens: tokens as i64,
+                        dropout: config.dropout,
+                    };
+                    end - start
+                ],
             };
             if b == 0 {
                 let patch = n(c) * n(p) * n(p) * d + d;

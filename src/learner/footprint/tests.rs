@@ -47,6 +47,16 @@ fn mlp_parameter_counts_are_exact() {
     );
     assert_exact(
         &[
+            "model.hidden=[16, 8, 4]",
+            "objective.head=auglocal",
+            "objective.aux_depth=1",
+        ],
+        [1, 6, 6],
+    );
+    // PredSim's similarity map is a linear map on vectors.
+    assert_exact(&["model.hidden=[16, 8, 4]", "train.method=predsim"], [1, 6, 6]);
+    assert_exact(
+        &[
             "model.hidden=[12, 12]",
             "model.norm=batch",
             "objective.head=projection",
@@ -72,8 +82,12 @@ fn cnn_parameter_counts_are_exact() {
     for extra in [
         "objective.head=linear",
         "objective.head=mlp",
+        "objective.head=auglocal",
         "train.method=dgl",
         "train.method=local",
+        "train.method=infopro",
+        "train.method=predsim",
+        "train.method=bp",
     ] {
         let mut sets = cnn.to_vec();
         sets.push(extra);
@@ -93,6 +107,22 @@ fn resnet_parameter_counts_are_exact() {
     let mut other = resnet.to_vec();
     other.extend(["model.norm=batch", "model.stem=imagenet", "model.block_size=3"]);
     assert_exact(&other, [3, 16, 16]);
+    // AugLocal heads copy later residual blocks (strided where the width grows),
+    // tapered, with and without the 1-D norm of depth-1 nets.
+    for depth in [
+        "objective.aux_depth=1",
+        "objective.aux_depth=2",
+        "objective.aux_depth=3",
+    ] {
+        let mut aug = resnet.to_vec();
+        aug.extend(["objective.head=auglocal", "model.modules=4", depth]);
+        assert_exact(&aug, [3, 8, 8]);
+    }
+    for rule in ["train.method=infopro", "train.method=predsim"] {
+        let mut sets = resnet.to_vec();
+        sets.push(rule);
+        assert_exact(&sets, [3, 8, 8]);
+    }
 }
 
 #[test]
@@ -115,6 +145,9 @@ fn vit_parameter_counts_are_exact() {
         "model.mlp_ratio=1.5",
     ]);
     assert_exact(&other, [3, 4, 4]);
+    let mut aug = vit.to_vec();
+    aug.push("objective.head=auglocal");
+    assert_exact(&aug, [1, 6, 6]);
 }
 
 #[test]

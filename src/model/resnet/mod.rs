@@ -246,6 +246,17 @@ impl Block for ResidualBlock {
     fn forward_flops(&self) -> (f64, f64) {
         self.flops
     }
+
+    fn layers(&self) -> Vec<super::Layer> {
+        let stem = self.stem.as_ref().map(|s| super::Layer::Conv {
+            channels: s.layer.conv.ws.size()[0],
+        });
+        stem.into_iter()
+            .chain(self.residual.iter().map(|b| super::Layer::Residual {
+                channels: b.second.conv.ws.size()[0],
+            }))
+            .collect()
+    }
 }
 
 /// One module of the network: whether it holds the stem, and the range of residual

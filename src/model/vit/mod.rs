@@ -17,7 +17,7 @@
 use super::kind::{
     ensure, validate_block_size, validate_pool_grid, ModelKind, MAX_CHANNELS, MAX_LAYERS, MAX_MLP_RATIO,
 };
-use super::{linear, Block, InputShape, Network, Pooling};
+use super::{linear, Block, InputShape, Layer, Network, Pooling};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
@@ -220,17 +220,19 @@ impl SelfAttention {
 
 /// One pre-norm transformer block.
 #[derive(Debug)]
-struct TransformerLayer {
+pub(crate) struct TransformerLayer {
     norm1: nn::LayerNorm,
     attention: SelfAttention,
     norm2: nn::LayerNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
     dropout: f64,
+    width: i64,
+    mlp_ratio: f64,
 }
 
 impl TransformerLayer {
-    fn new(path: nn::Path, width: i64, heads: i64, mlp_ratio: f64, dropout: f64) -> Self {
+    pub(crate) fn new(path: nn::Path, width: i64, heads: i64, mlp_ratio: f64, dropout: f64) -> Self {
         let hidden = (width as f64 * mlp_ratio).round() as i64;
         Self {
             norm1: nn::layer_norm(&path / "norm1", vec![width], Default::default()),
@@ -244,10 +246,23 @@ impl TransformerLayer {
             fc1: linear(&path / "mlp" / "fc1", width, hidden),
             fc2: linear(&path / "mlp" / "fc2", hidden, width),
             dropout,
+            width,
+            mlp_ratio,
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    /// The layer as [`Layer::Transformer`] on `tokens` tokens.
+    fn describe(&self, tokens: i64) -> Layer {
+        Layer::Transformer {
+            width: self.width,
+            heads: self.attention.heads,
+            mlp_ratio: self.mlp_ratio,
+            tokens,
+            dropout: self.dropout,
+        }
+    }
+
+    pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let a = self.attention.forward_t(&self.norm1.forward(xs), train);
         let xs = xs + a.dropout(self.dropout, train);
         let m = self
@@ -262,7 +277,7 @@ impl TransformerLayer {
     }
 
     /// Forward FLOPs per example on `t` tokens of `width`.
-    fn flops(t: i64, width: i64, mlp_ratio: f64) -> f64 {
+    pub(crate) fn flops(t: i64, width: i64, mlp_ratio: f64) -> f64 {
         let (t, d) = (t as f64, width as f64);
         let projections = 2.0 * t * d * (3.0 * d) + 2.0 * t * d * d;
         let attention = 2.0 * 2.0 * t * t * d;
@@ -321,6 +336,7 @@ pub struct VitBlock {
     layers: Vec<TransformerLayer>,
     final_norm: Option<nn::LayerNorm>,
     width: i64,
+    tokens: i64,
     pool: TokenPool,
     flops: (f64, f64),
 }
@@ -351,6 +367,10 @@ impl Block for VitBlock {
 
     fn forward_flops(&self) -> (f64, f64) {
         self.flops
+    }
+
+    fn layers(&self) -> Vec<Layer> {
+        self.layers.iter().map(|l| l.describe(self.tokens)).collect()
     }
 }
 
@@ -422,6 +442,7 @@ pub fn build(config: &VitConfig, input: InputShape, device: Device) -> Result<Ne
             layers,
             final_norm,
             width,
+            tokens,
             pool: config.token_pool,
             flops: (flops, first),
         }));
