@@ -194,8 +194,16 @@ fn reference(root: &Path, name: &str, extra: &[&str]) -> PathBuf {
 #[test]
 fn sigkill_during_epoch_two_then_resume_is_bit_identical() {
     let root = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 8] = [
         ("sll", &["--method", "sll"]),
+        (
+            "sll-momentum",
+            &["--method", "sll", "--set", "objective.momentum_head=true"],
+        ),
+        (
+            "local-auglocal",
+            &["--method", "local", "--set", "objective.head=\"auglocal\""],
+        ),
         ("local", &["--method", "local"]),
         ("bp", &["--method", "bp"]),
         ("threads", &["--pipeline", "threads", "--stages", "2"]),

@@ -99,6 +99,11 @@ pub struct ObjectiveConfig {
     pub infopro_reconstruction: [f64; 2],
     /// PredSim: weight β of the similarity term ((1 − β) for the prediction term).
     pub predsim_beta: f64,
+    /// Momentum heads (MAN): each module's head reads a learnable copy plus an EMA copy
+    /// of the next module applied to the module's output.
+    pub momentum_head: bool,
+    /// Momentum m of the EMA copy: ema ← m·ema + (1 − m)·θ_next.
+    pub head_momentum: f64,
     /// AugLocal head: layers d of the first module's auxiliary net.
     pub aux_depth: usize,
     /// AugLocal head: the taper γ of the auxiliary nets' depth toward the output
@@ -124,6 +129,8 @@ impl Default for ObjectiveConfig {
             infopro_prediction: [0.5, 1.0],
             infopro_reconstruction: [5.0, 0.0],
             predsim_beta: 0.99,
+            momentum_head: false,
+            head_momentum: 0.995,
             aux_depth: 3,
             aux_taper: 0.5,
         }

@@ -152,6 +152,22 @@ impl Config {
             || format!("= {} must be in [0, 1]", o.predsim_beta),
         )?;
         ensure(
+            o.head_momentum.is_finite() && (0.0..1.0).contains(&o.head_momentum),
+            "objective.head_momentum",
+            || format!("= {} must be in [0, 1)", o.head_momentum),
+        )?;
+        if o.momentum_head {
+            ensure(t.pipeline == Pipeline::None, "objective.momentum_head", || {
+                "needs train.pipeline = \"none\": module i+1's every step updates module i's EMA copy, which pipeline stages would race for".into()
+            })?;
+            ensure(t.method != Method::Bp, "objective.momentum_head", || {
+                "is for local rules; bp has one head, on the last block".into()
+            })?;
+            ensure(o.head != HeadKind::Projection, "objective.momentum_head", || {
+                "needs a trainable head; objective.head = \"projection\" is the fixed projection".into()
+            })?;
+        }
+        ensure(
             (1..=MAX_AUX_DEPTH).contains(&o.aux_depth),
             "objective.aux_depth",
             || format!("= {} must be in [1, {MAX_AUX_DEPTH}]", o.aux_depth),

@@ -62,6 +62,8 @@ pub struct LocalBlock<'a> {
     pub rule: &'a dyn LocalRule,
     /// The arithmetic of its step.
     pub precision: Precision,
+    /// The rule of block i−1 when its momentum head follows block i (after its step).
+    pub previous: Option<&'a dyn LocalRule>,
 }
 
 impl<'a> LocalBlock<'a> {
@@ -72,8 +74,27 @@ impl<'a> LocalBlock<'a> {
             block,
             rule,
             precision,
+            previous: None,
         }
     }
+}
+
+/// For momentum heads: per block i < L−1, two fresh copies of block i+1 (built from
+/// `config.model`) and block i+1's own variables.
+fn next_copies(
+    config: &Config,
+    network: &Network,
+    input: InputShape,
+    device: Device,
+) -> Result<Vec<Option<rules::NextCopies>>> {
+    let copy = |network: Network| network.blocks.into_iter().zip(network.stores).skip(1);
+    let learnable = copy(Network::new(&config.model, input, device)?);
+    let averaged = copy(Network::new(&config.model, input, device)?);
+    Ok(learnable
+        .zip(averaged)
+        .zip(network.stores.iter().skip(1))
+        .map(|((a, b), store)| Some(([a, b], store.variables())))
+        .collect())
 }
 
 /// The objective settings a method trains with: only `sll` has a divergence.
@@ -126,6 +147,11 @@ impl Model {
                 layers: block.layers(),
             })
             .collect();
+        let next_copies = if objective.momentum_head && method != Method::Bp {
+            next_copies(config, &network, input, device)?
+        } else {
+            vec![]
+        };
         let ctx = RuleContext {
             config,
             objective: &objective,
@@ -135,6 +161,7 @@ impl Model {
             input_dim: network.input_dim,
             input_shape: input,
             device,
+            next_copies: std::cell::RefCell::new(next_copies),
         };
         let built = rules::build(&ctx, method)?;
         drop(ctx);
@@ -197,12 +224,16 @@ impl Model {
 
     /// What the local step of block `i` reads.
     pub fn local_block(&self, i: usize) -> LocalBlock<'_> {
-        LocalBlock::new(
+        let mut part = LocalBlock::new(
             i,
             self.network.blocks[i].as_ref(),
             self.rules[i].as_ref(),
             self.precision,
-        )
+        );
+        if self.objective.momentum_head && i > 0 {
+            part.previous = Some(self.rules[i - 1].as_ref());
+        }
+        part
     }
 
     /// The model split for a pipeline: the input message, computed by the thread that

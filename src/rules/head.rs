@@ -21,6 +21,7 @@
 //! that offer it compute it from their projection.)
 
 use super::auglocal::{self, AuxNet, Plan};
+use super::momentum::NextModule;
 use crate::config::HeadKind;
 use crate::model::{grid_pool, Pooling};
 use anyhow::{bail, Result};
@@ -117,6 +118,8 @@ enum Net {
 /// One block's auxiliary classifier.
 #[derive(Debug)]
 pub struct Head {
+    /// A momentum head's copies of the next module (MAN), applied first.
+    next: Option<Box<NextModule>>,
     net: Net,
     pooling: Pooling,
     fc: nn::Linear,
@@ -209,6 +212,7 @@ impl Head {
         };
         flops += 2.0 * (features * classes) as f64;
         Ok(Self {
+            next: None,
             net,
             pooling,
             fc,
@@ -217,8 +221,31 @@ impl Head {
         })
     }
 
+    /// The same head reading the next module's copies first (a momentum head; built
+    /// for the next module's output).
+    pub fn reading(mut self, next: NextModule) -> Self {
+        self.flops += next.flops_per_example();
+        self.next = Some(Box::new(next));
+        self
+    }
+
+    /// A momentum head's EMA copy follows the next module (after its step).
+    pub fn follow_next(&self) {
+        if let Some(next) = &self.next {
+            next.follow();
+        }
+    }
+
     /// The head's features of block output `h` (before its final linear map), [N, F].
     pub fn features(&self, h: &Tensor, train: bool) -> Tensor {
+        let moved;
+        let h = match &self.next {
+            Some(next) => {
+                moved = next.forward_t(h, train);
+                &moved
+            }
+            None => h,
+        };
         match &self.net {
             Net::Linear => self.pooling.apply(h),
             Net::Pooled { grid } => grid_pool(h, [grid.0, grid.1]),
@@ -248,7 +275,7 @@ impl Head {
 
     /// Whether the features are the block's pooled output itself (`linear`).
     pub fn reads_pooled_output(&self) -> bool {
-        matches!(self.net, Net::Linear)
+        matches!(self.net, Net::Linear) && self.next.is_none()
     }
 
     /// Length of the features.

@@ -158,6 +158,10 @@ pub fn reconstruction_error(reconstruction: &Tensor, x: &Tensor) -> Tensor {
 }
 
 impl LocalRule for Infopro {
+    fn follow_next(&self) {
+        self.head.follow_next();
+    }
+
     fn term_names(&self) -> &'static [&'static str] {
         &["prediction", "reconstruction"]
     }

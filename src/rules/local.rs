@@ -67,6 +67,13 @@ impl Classifier {
         }
     }
 
+    /// A momentum head's EMA copy follows the next block (after its step).
+    pub fn follow_next(&self) {
+        if let Classifier::Head(head) = self {
+            head.follow_next();
+        }
+    }
+
     /// Forward FLOPs per example of a trainable head (a projection counts as such).
     pub fn flops_per_example(&self) -> f64 {
         match self {
@@ -102,6 +109,12 @@ pub fn build(ctx: &RuleContext<'_>, last_only: bool) -> Result<Rules> {
 }
 
 impl LocalRule for Local {
+    fn follow_next(&self) {
+        if let Some(c) = &self.classifier {
+            c.follow_next();
+        }
+    }
+
     fn term_names(&self) -> &'static [&'static str] {
         &["prediction"]
     }

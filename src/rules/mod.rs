@@ -23,6 +23,7 @@ pub mod dgl;
 pub mod head;
 pub mod infopro;
 pub mod local;
+pub mod momentum;
 pub mod predsim;
 pub mod sll;
 pub mod terms;
@@ -33,6 +34,8 @@ use crate::model::{Network, Pooling};
 use crate::objective::Dropout;
 use anyhow::Result;
 use head::{Head, OutputShape};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use tch::{nn, Device, Tensor};
 
@@ -75,6 +78,8 @@ pub trait LocalRule: Debug + Send {
     fn flops(&self) -> RuleFlops {
         RuleFlops::default()
     }
+    /// After the next block's step: a momentum head's EMA copy follows it.
+    fn follow_next(&self) {}
 }
 
 /// Forward FLOPs per example of a rule's parts (`sll bench flops`).
@@ -160,25 +165,53 @@ pub struct RuleContext<'a> {
     pub input_shape: [i64; 3],
     /// The device of the input.
     pub device: Device,
+    /// For momentum heads: per block i, the two copies of block i+1 and block i+1's
+    /// own variables (taken when block i's head is built).
+    pub next_copies: RefCell<Vec<Option<NextCopies>>>,
 }
 
+/// The copies of block i+1 that block i's momentum head takes: two blocks with their
+/// var stores, and block i+1's own variables.
+pub type NextCopies = ([momentum::BlockCopy; 2], HashMap<String, Tensor>);
+
 impl RuleContext<'_> {
-    /// The head `kind` of block `b` (under `block<i>.head`).
+    /// The head `kind` of block `b` (under `block<i>.head`); with momentum heads, built
+    /// for the next block's output and reading the next block's copies first.
     pub fn head(&self, b: &BlockSpec<'_>, kind: HeadKind) -> Result<Head> {
-        let plan = match kind {
-            HeadKind::Auglocal => Some(self.aux_plan(b.index)?),
+        let path = &b.path / "head";
+        let next = match self.next_copies.borrow_mut().get_mut(b.index) {
+            Some(copies) if self.objective.momentum_head => copies.take(),
             _ => None,
         };
-        Head::new(
-            &b.path / "head",
+        let reads = if next.is_some() {
+            &self.blocks[b.index + 1]
+        } else {
+            b
+        };
+        let plan = match kind {
+            HeadKind::Auglocal => Some(self.aux_plan(reads.index)?),
+            _ => None,
+        };
+        let head = Head::new(
+            path.clone(),
             kind,
-            &b.shape,
-            b.pooling,
-            b.pooled_dim,
+            &reads.shape,
+            reads.pooling,
+            reads.pooled_dim,
             self.classes,
             self.objective.head_hidden,
             plan.as_ref(),
-        )
+        )?;
+        Ok(match next {
+            Some((copies, real)) => head.reading(momentum::NextModule::new(
+                &path,
+                &real,
+                b.index + 1,
+                copies,
+                self.objective.head_momentum,
+            )?),
+            None => head,
+        })
     }
 
     /// What block `index`'s AugLocal head copies of the blocks after it.

@@ -117,6 +117,10 @@ pub fn similarity_loss(features: &Tensor, y: &Tensor, classes: i64) -> Tensor {
 }
 
 impl LocalRule for Predsim {
+    fn follow_next(&self) {
+        self.classifier.follow_next();
+    }
+
     fn term_names(&self) -> &'static [&'static str] {
         &["prediction", "similarity"]
     }

@@ -239,6 +239,12 @@ impl Sll {
 }
 
 impl LocalRule for Sll {
+    fn follow_next(&self) {
+        if let Some(head) = &self.head {
+            head.follow_next();
+        }
+    }
+
     fn term_names(&self) -> &'static [&'static str] {
         &["prediction", "divergence"]
     }
@@ -310,6 +316,7 @@ mod tests {
             input_dim: 48,
             input_shape: [1, 1, 48],
             device: Device::Cpu,
+            next_copies: Default::default(),
         };
         build(&ctx).unwrap()
     }
@@ -421,6 +428,7 @@ mod tests {
             input_dim: 48,
             input_shape: [1, 1, 48],
             device: Device::Cpu,
+            next_copies: Default::default(),
         };
         let rules = build(&ctx).unwrap();
         let seeds: Vec<u64> = rules

@@ -44,6 +44,9 @@ pub fn block_step(
         loss.total.f_backward()?;
         sync(part.index)
     })?;
+    if let Some(previous) = part.previous {
+        previous.follow_next();
+    }
     Ok(BlockOutput {
         h: out.detach(),
         passed: loss.passes_on.as_ref().map(|t| t.detach()),

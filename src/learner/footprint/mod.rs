@@ -105,15 +105,25 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
         let with_head = method != Method::Bp || i == last;
         let mut floats = dim;
         if with_head && !projection_head {
-            let dims: Vec<i64> = block.map.iter().flatten().map(|&d| d as i64).collect();
+            // A momentum head: a trainable copy of the next block (and an EMA copy,
+            // not trained), the head built for the next block's output.
+            let momentum = objective.momentum_head && i < last;
+            let reads = if momentum { i + 1 } else { i };
+            if momentum {
+                let next = &network.blocks[reads];
+                parameter_count += next.parameters;
+                floats += 2.0 * next.activations;
+            }
+            let read = &network.blocks[reads];
+            let dims: Vec<i64> = read.map.iter().flatten().map(|&d| d as i64).collect();
             let shape = OutputShape::of(&dims);
             let plan = (objective.head == HeadKind::Auglocal)
-                .then(|| auglocal::plan(&layers, i, objective.aux_depth, objective.aux_taper).ok())
+                .then(|| auglocal::plan(&layers, reads, objective.aux_depth, objective.aux_taper).ok())
                 .flatten();
             let head = head::parameter_count(
                 objective.head,
                 &shape,
-                block.pooled_dim as i64,
+                read.pooled_dim as i64,
                 classes,
                 objective.head_hidden,
                 plan.as_ref(),
@@ -121,7 +131,7 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
             parameter_count += n(head);
             floats += 3.0 * classes_f;
             if let Some(plan) = &plan {
-                floats += auglocal::activation_floats(head::aux_input(&shape, block.pooled_dim as i64), plan);
+                floats += auglocal::activation_floats(head::aux_input(&shape, read.pooled_dim as i64), plan);
             }
         }
         // The rules' other trainable parts: InfoPro's decoder (all but the last

@@ -123,6 +123,15 @@ fn resnet_parameter_counts_are_exact() {
         sets.push(rule);
         assert_exact(&sets, [3, 8, 8]);
     }
+    // Momentum heads: every rule, with its own head and with AugLocal's.
+    for rule in ["sll", "local", "dgl", "infopro", "predsim"] {
+        for head in ["objective.head=auto", "objective.head=auglocal"] {
+            let method = format!("train.method={rule}");
+            let mut sets = resnet.to_vec();
+            sets.extend(["model.norm=batch", "objective.momentum_head=true", head, &method]);
+            assert_exact(&sets, [3, 8, 8]);
+        }
+    }
 }
 
 #[test]
