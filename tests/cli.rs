@@ -77,6 +77,13 @@ fn train_then_eval_reproduces_accuracy() {
     }
     let accuracy = summary["test_accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.8, "accuracy {accuracy}");
+    // A training step costs at least 4 FLOPs per weight (forward, weight gradient).
+    let flops = summary["train_flops_per_example"].as_f64().unwrap();
+    let parameters = summary["parameters"].as_f64().unwrap();
+    assert!(
+        flops >= 4.0 * parameters,
+        "{flops} FLOPs for {parameters} weights"
+    );
 
     let o = sll(&["eval", "--run", run_s], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -94,6 +101,7 @@ fn train_then_eval_reproduces_accuracy() {
         "{reached:?}"
     );
     let plot = dir.path().join("curves.png");
+    let flops_plot = dir.path().join("flops.png");
     let o = sll(
         &[
             "report",
@@ -102,10 +110,13 @@ fn train_then_eval_reproduces_accuracy() {
             "50,99.9",
             "--plot",
             plot.to_str().unwrap(),
+            "--flops-plot",
+            flops_plot.to_str().unwrap(),
         ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::metadata(&flops_plot).unwrap().len() > 1000);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("time to 50%") && out.contains("sll") && out.contains(" -  "),

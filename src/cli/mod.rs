@@ -83,9 +83,12 @@ pub fn main() -> Result<()> {
             data::fetch::fetch(&args.dataset, &args.data_dir, args.mirror.as_deref())
         }
         Some(Command::Bench(command)) => bench_command(command),
-        Some(Command::Report(args)) => {
-            crate::report::report(&args.runs, &args.thresholds, args.plot.as_deref())
-        }
+        Some(Command::Report(args)) => crate::report::report(
+            &args.runs,
+            &args.thresholds,
+            args.plot.as_deref(),
+            args.flops_plot.as_deref(),
+        ),
         Some(Command::Sweep(args)) => crate::sweep::command(&args.into()),
     }
 }

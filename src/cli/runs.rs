@@ -59,6 +59,10 @@ pub struct ReportArgs {
     /// Also draw the learning curves (accuracy by epoch and by wall time) into this PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Also draw each run's test accuracy against its counted training FLOPs per
+    /// example into this PNG.
+    #[arg(long)]
+    pub flops_plot: Option<PathBuf>,
 }
 
 /// `sll eval` (see [`crate::eval::evaluate_run`]).

@@ -8,8 +8,14 @@ use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 /// `sll report`: the runs in `dirs` side by side ([`compare::table`]) at `thresholds` (percent;
-/// none given: [`compare::default_thresholds`]), and their learning curves drawn into `plot`.
-pub fn report(dirs: &[PathBuf], thresholds: &[f64], plot: Option<&Path>) -> Result<()> {
+/// none given: [`compare::default_thresholds`]), their learning curves drawn into `plot`,
+/// their accuracy against training FLOPs into `flops_plot`.
+pub fn report(
+    dirs: &[PathBuf],
+    thresholds: &[f64],
+    plot: Option<&Path>,
+    flops_plot: Option<&Path>,
+) -> Result<()> {
     let runs = dirs
         .iter()
         .map(|dir| compare::RunRecord::load(dir))
@@ -26,6 +32,31 @@ pub fn report(dirs: &[PathBuf], thresholds: &[f64], plot: Option<&Path>) -> Resu
     if let Some(path) = plot {
         plot::learning_curves(&runs, path)?;
         println!("learning curves: {}", path.display());
+    }
+    if let Some(path) = flops_plot {
+        let series: Vec<(String, Vec<(f64, f64)>)> = runs
+            .iter()
+            .filter_map(|r| {
+                let flops = r.summary.train_flops_per_example?;
+                Some((r.label(), vec![(flops / 1e6, 100.0 * r.summary.test_accuracy)]))
+            })
+            .collect();
+        if let Some(r) = runs.iter().find(|r| r.summary.train_flops_per_example.is_none()) {
+            eprintln!(
+                "warning: {} records no FLOPs (written before they were recorded): not in the plot",
+                r.dir.display()
+            );
+        }
+        if series.is_empty() {
+            bail!("--flops-plot: no run records its training FLOPs");
+        }
+        plot::sweep_accuracy(
+            &series,
+            "counted training MFLOP per example and step",
+            "test accuracy against training FLOPs",
+            path,
+        )?;
+        println!("accuracy against FLOPs: {}", path.display());
     }
     Ok(())
 }

@@ -283,7 +283,8 @@ impl Head {
         self.features
     }
 
-    /// Forward FLOPs per example of the head's linear maps and convolutions.
+    /// Forward FLOPs per example of the head's linear maps and convolutions (a momentum
+    /// head's EMA copy counted at 2/3: see [`NextModule::flops_per_example`]).
     pub fn flops_per_example(&self) -> f64 {
         self.flops
     }

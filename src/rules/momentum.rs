@@ -115,8 +115,10 @@ impl NextModule {
         });
     }
 
-    /// Forward FLOPs per example of the two copies.
+    /// FLOPs per example of the two copies as a trainable head's count them (a training
+    /// step costs 3× a head's forward FLOPs): the learnable copy's forward, and 2/3 of
+    /// the EMA copy's, whose backward computes input gradients only.
     pub fn flops_per_example(&self) -> f64 {
-        self.copy.forward_flops().0 + self.ema.forward_flops().0
+        self.copy.forward_flops().0 + 2.0 / 3.0 * self.ema.forward_flops().0
     }
 }

@@ -82,6 +82,10 @@ pub struct Summary {
     pub time_to_accuracy: Vec<super::time_to_accuracy::TimeToAccuracy>,
     /// Trainable parameters (blocks and heads).
     pub parameters: i64,
+    /// Counted FLOPs of one training step per example (blocks, heads, auxiliary nets,
+    /// projections: `sll bench flops`'s count); absent in runs written before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops_per_example: Option<f64>,
     /// Tensor engine and device.
     pub backend: String,
     /// Intra-op threads used.
@@ -127,6 +131,7 @@ impl Summary {
             peak_rss_bytes: peak_rss_bytes(),
             time_to_accuracy: vec![],
             parameters: model.network.parameter_count(),
+            train_flops_per_example: Some(crate::learner::flops::count(model).per_step(1)),
             backend: format!("tch 0.24 / libtorch {LIBTORCH_VERSION} ({device:?})"),
             threads: tch::get_num_threads(),
             version: env!("CARGO_PKG_VERSION").to_string(),

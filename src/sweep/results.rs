@@ -26,6 +26,8 @@ pub struct Row {
     pub ensemble: Option<f64>,
     /// Training minutes.
     pub minutes: Option<f64>,
+    /// Counted training FLOPs per example and step.
+    pub flops: Option<f64>,
 }
 
 /// The row of `point`, from its run directory (and its log) alone, so that it is the
@@ -39,6 +41,7 @@ pub fn row(point: &Point) -> Row {
         test: None,
         ensemble: None,
         minutes: None,
+        flops: None,
     };
     if let Some(s) = crate::run::summary::read_summary(&point.dir) {
         row.status = if s.status == RunStatus::Finished && !complete(&s) {
@@ -52,6 +55,7 @@ pub fn row(point: &Point) -> Row {
             row.ensemble = Some(s.ensemble_test_accuracy);
         }
         row.minutes = Some(s.train_seconds / 60.0);
+        row.flops = s.train_flops_per_example;
         return row;
     }
     if point.dir.join("config.toml").is_file() {
@@ -85,6 +89,7 @@ fn cells(sweep: &Sweep, rows: &[Row], digits: usize) -> Vec<Vec<String>> {
         "test acc %".into(),
         "avg heads acc %".into(),
         "train min".into(),
+        "MFLOP per example".into(),
     ]);
     let number = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     let mut table = vec![header];
@@ -97,6 +102,7 @@ fn cells(sweep: &Sweep, rows: &[Row], digits: usize) -> Vec<Vec<String>> {
             number(r.test.map(|a| 100.0 * a)),
             number(r.ensemble.map(|a| 100.0 * a)),
             number(r.minutes),
+            number(r.flops.map(|f| f / 1e6)),
         ]);
         table.push(cells);
     }

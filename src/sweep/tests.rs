@@ -288,7 +288,7 @@ fn results_list_every_point_in_grid_order() {
     let csv = csv(&sweep, &rows);
     assert_eq!(
         csv.lines().next().unwrap(),
-        "run,train.method,train.seed,status,epochs,test acc %,avg heads acc %,train min"
+        "run,train.method,train.seed,status,epochs,test acc %,avg heads acc %,train min,MFLOP per example"
     );
     assert_eq!(csv.lines().count(), 5);
 }
