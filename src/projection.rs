@@ -193,6 +193,12 @@ impl Projection {
         }
     }
 
+    /// Whether R is a dense matrix (`gaussian`), whose product libtorch computes as a
+    /// matrix multiplication (in bf16 inside an autocast region).
+    pub fn is_dense(&self) -> bool {
+        matches!(self.kind, ProjectionMatrix::Dense(_))
+    }
+
     /// R as the fused CPU pass applies it: row by row (`sparse`, `srht`), or as the
     /// dense R^T between row passes (`gaussian`). CPU only.
     pub fn fused(&self) -> kernels::FusedProjection<'_> {

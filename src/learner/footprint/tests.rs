@@ -123,13 +123,21 @@ fn resnet_parameter_counts_are_exact() {
         sets.push(rule);
         assert_exact(&sets, [3, 8, 8]);
     }
-    // Momentum heads: every rule, with its own head and with AugLocal's.
+    // Every rule × every head, with and without momentum heads.
     for rule in ["sll", "local", "dgl", "infopro", "predsim"] {
-        for head in ["objective.head=auto", "objective.head=auglocal"] {
-            let method = format!("train.method={rule}");
-            let mut sets = resnet.to_vec();
-            sets.extend(["model.norm=batch", "objective.momentum_head=true", head, &method]);
-            assert_exact(&sets, [3, 8, 8]);
+        for head in ["auto", "linear", "pooled", "conv", "mlp", "infopro", "auglocal"] {
+            for momentum in ["false", "true"] {
+                let sets: Vec<String> = [
+                    format!("train.method={rule}"),
+                    format!("objective.head={head}"),
+                    format!("objective.momentum_head={momentum}"),
+                    "model.norm=batch".into(),
+                ]
+                .into();
+                let mut all = resnet.to_vec();
+                all.extend(sets.iter().map(String::as_str));
+                assert_exact(&all, [3, 8, 8]);
+            }
         }
     }
 }
