@@ -54,8 +54,13 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--amp", action="store_true",
                     help="forward passes and losses under torch.autocast(device, torch.bfloat16), the one-line mixed precision")
+    ap.add_argument("--pure-bf16", action="store_true",
+                    help="every weight, input and projection in bf16, losses from fp32 logits: no cast at all, "
+                         "the speed that explicit casting could at best reach (not mixed precision: no fp32 master weights)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.amp and a.pure_bf16:
+        raise SystemExit("step.py: --amp and --pure-bf16 exclude each other")
     dev = torch.device(a.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"step.py: --device {a.device}: torch {torch.__version__} sees no CUDA device")
@@ -68,7 +73,10 @@ def main():
     classes, d0, tau, beta, p = 10, a.d0, 1.0, 1.0, 0.1
     heads = [nn.Linear(d, classes) for d in dims]
     proj = [torch.randn(d, d0) / d0 ** 0.5 for d in [in_dim] + dims]  # fixed, transposed: u @ R^T
-    blocks, heads, proj = [b.to(dev) for b in blocks], [h.to(dev) for h in heads], [r.to(dev) for r in proj]
+    kind = torch.bfloat16 if a.pure_bf16 else torch.float32
+    blocks = [b.to(dev, kind) for b in blocks]
+    heads = [h.to(dev, kind) for h in heads]
+    proj = [r.to(dev, kind) for r in proj]
 
     if a.method == "bp":
         params = [q for b in blocks for q in b.parameters()] + list(heads[-1].parameters())
@@ -85,22 +93,22 @@ def main():
                 h = x
                 for b in blocks:
                     h = b(h)
-                loss = F.cross_entropy(heads[-1](pool(h)), y)
+                loss = F.cross_entropy(heads[-1](pool(h)).float(), y)
             opts[0].zero_grad()
             loss.backward()
             opts[0].step()
             return
         sll = a.method == "sll"
         with amp():
-            log_q_prev = F.log_softmax(F.dropout(pool_input(x), p) @ proj[0] / tau, -1) if sll else None
+            log_q_prev = F.log_softmax((F.dropout(pool_input(x), p) @ proj[0]).float() / tau, -1) if sll else None
         h = x
         for i, (b, head, opt) in enumerate(zip(blocks, heads, opts)):
             with amp():
                 out = b(h.detach())
                 u = pool(out)
-                loss = F.cross_entropy(head(u), y)
+                loss = F.cross_entropy(head(u).float(), y)
                 if sll:
-                    log_q = F.log_softmax(F.dropout(u, p) @ proj[i + 1] / tau, -1)
+                    log_q = F.log_softmax((F.dropout(u, p) @ proj[i + 1]).float() / tau, -1)
                     loss = loss + beta * bhattacharyya(log_q, log_q_prev.detach())
                     log_q_prev = log_q.detach()
             opt.zero_grad()
@@ -108,7 +116,7 @@ def main():
             opt.step()
             h = out.detach()
 
-    data = [(torch.randn(batch, *shape).to(dev), torch.randint(classes, (batch,)).to(dev)) for _ in range(16)]
+    data = [(torch.randn(batch, *shape).to(dev, kind), torch.randint(classes, (batch,)).to(dev)) for _ in range(16)]
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     for i in range(a.warmup):
         step(*data[i % 16])
@@ -125,7 +133,7 @@ def main():
         "batch_size": batch,
         "threads": torch.get_num_threads(),
         "device": str(dev),
-        "precision": "bf16-autocast" if a.amp else "fp32",
+        "precision": "bf16-autocast" if a.amp else "bf16-pure" if a.pure_bf16 else "fp32",
         "samples_per_second": batch / seconds,
         "ms_per_step": 1e3 * seconds,
     }
