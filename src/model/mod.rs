@@ -6,6 +6,7 @@
 //! its [`Pooling`]; each block's parameters live in a var store of its own, so a
 //! block can have its own optimizer, thread or device.
 
+pub mod builder;
 pub mod cnn;
 pub mod config;
 pub mod kind;
@@ -14,6 +15,7 @@ pub mod mlp;
 pub mod resnet;
 pub mod vit;
 
+pub use builder::NetworkBuilder;
 pub use cnn::CnnConfig;
 pub use config::ModelConfig;
 pub use kind::{Activation, ModelKind, Norm, NormInit};
