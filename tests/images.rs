@@ -8,9 +8,11 @@ use common::{synthetic, REPO_DATA};
 use sha2::{Digest, Sha256};
 use sll::data::augment::Augment;
 use sll::data::cifar::load_cifar;
-use sll::data::imagefolder::{image_folder_classes, load_image_folder, train_size};
+use sll::data::imagefolder::{
+    image_folder_classes, jpeg_truncated, load_image_folder, load_image_folder_with, train_size,
+};
 use sll::data::loader::LoaderData;
-use sll::data::{self, Dataset};
+use sll::data::{self, BadFiles, Dataset};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -374,6 +376,110 @@ fn image_folders_load_and_report_bad_files() {
     let msg = load_image_folder(root, 16).unwrap_err().to_string();
     assert!(msg.contains(&root.join("val").display().to_string()), "{msg}");
     assert!(load_image_folder(root, 0).is_err());
+}
+
+/// Files that are not what their names say, or are damaged, in a large folder: the
+/// ones that decode are read right (a PNG named `.JPEG`, 16-bit and palette PNGs); a
+/// truncated JPEG (which the `image` crate's decoder fills with grey and calls a
+/// success) and garbage are an error naming the file and its class by default, and
+/// left out and listed with `data.bad_files = "skip"`.
+#[test]
+fn bad_image_files_follow_the_policy() {
+    let tmp = image_folder();
+    let root = tmp.path();
+    // A PNG named .JPEG (ImageNet has one), a 16-bit PNG, a palette PNG: all read.
+    image::RgbImage::from_pixel(20, 20, image::Rgb([0, 255, 0]))
+        .save_with_format(root.join("train/cat/png.JPEG"), image::ImageFormat::Png)
+        .unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(20, 20, image::Rgb([65535, 0, 0]))
+        .save(root.join("train/cat/sixteen.png"))
+        .unwrap();
+    let mut palette = Vec::new();
+    let mut encoder = png::Encoder::new(&mut palette, 4, 4);
+    encoder.set_color(png::ColorType::Indexed);
+    encoder.set_palette(vec![0u8, 0, 255, 255, 255, 0]);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&[1u8; 16])
+        .unwrap();
+    std::fs::write(root.join("train/cat/palette.png"), &palette).unwrap();
+    let (train, _) = load_image_folder(root, 16).unwrap();
+    assert_eq!(train.len(), 8);
+    // Sorted names: a.png, b.PNG, c.png, palette.png, png.JPEG, sixteen.png.
+    let channel_means = |i: i64| -> Vec<f64> {
+        let m = train.images.get(i).mean_dim(&[1i64, 2][..], false, Kind::Double);
+        Vec::<f64>::try_from(&m).unwrap()
+    };
+    assert_eq!(channel_means(3), [1.0, 1.0, 0.0], "palette entry 1 is yellow");
+    assert_eq!(channel_means(4), [0.0, 1.0, 0.0], "the PNG named .JPEG is green");
+    assert_eq!(channel_means(5), [1.0, 0.0, 0.0], "the 16-bit PNG is red");
+
+    // A truncated JPEG and a garbage file.
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 7]))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    assert!(!jpeg_truncated(&jpeg));
+    let cut = &jpeg[..jpeg.len() * 2 / 3];
+    assert!(jpeg_truncated(cut));
+    let truncated = root.join("train/dog/cut.jpg");
+    std::fs::write(&truncated, cut).unwrap();
+    let garbage = root.join("val/cat/garbage.jpg");
+    std::fs::write(&garbage, b"\xFF\xD8 not a jpeg at all").unwrap();
+    let e = load_image_folder(root, 16).unwrap_err().to_string();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(
+        e.contains(&truncated.display().to_string()) && e.contains("class dog") && e.contains("cut short"),
+        "{e}"
+    );
+    // Skipped: left out, listed, the rest as before.
+    let mut skipped = vec![];
+    let (train_skip, test_skip) = load_image_folder_with(root, 16, BadFiles::Skip, &mut skipped).unwrap();
+    assert_eq!((train_skip.len(), test_skip.len()), (8, 2));
+    assert!(train_skip.images.equal(&train.images));
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0].contains("cut.jpg") && skipped[1].contains("garbage.jpg"),
+        "{skipped:?}"
+    );
+    // A run lists them in its summary, and says so at the start.
+    let out = tmp.path().join("run");
+    let root_s = root.display().to_string();
+    let o = common::sll(
+        &[
+            "train",
+            "--data-dir",
+            &root_s,
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--set",
+            "data.dataset=\"imagefolder\"",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            "data.bad_files=\"skip\"",
+            "--set",
+            "model.hidden=[16]",
+            "--set",
+            "objective.d0=16",
+            "--out",
+            &out.display().to_string(),
+        ],
+        root,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("left out 2 file(s)"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["skipped_files"].as_array().map(Vec::len),
+        Some(2),
+        "{summary}"
+    );
 }
 
 /// A `[2, 6, 8]` image whose values are `1 + index` (never 0).

@@ -35,6 +35,25 @@ pub struct DataConfig {
     pub train_subset: usize,
     /// Evaluate on the first N test examples only (0 = all).
     pub test_subset: usize,
+    /// `imagefolder`: what an image that does not decode (unreadable, truncated, not an
+    /// image) does: `error` (the default: an error naming the file and its class) or
+    /// `skip` (left out, counted, named in the run's summary).
+    pub bad_files: BadFiles,
+    /// Filled in when the data is prepared: the files left out under `bad_files =
+    /// "skip"`, each as `path: reason` (not part of config.toml).
+    #[serde(skip)]
+    pub skipped: Vec<String>,
+}
+
+/// What an image folder does with a file that does not decode.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BadFiles {
+    /// Stop with an error naming the file and its class.
+    #[default]
+    Error,
+    /// Leave the file out and count it.
+    Skip,
 }
 
 impl Default for DataConfig {
@@ -52,6 +71,8 @@ impl Default for DataConfig {
             std: vec![],
             train_subset: 0,
             test_subset: 0,
+            bad_files: BadFiles::Error,
+            skipped: vec![],
         }
     }
 }

@@ -11,7 +11,7 @@
 //! Decoding runs on a few threads, each filling its own contiguous part of the
 //! output, so the result does not depend on the number of threads.
 
-use super::Dataset;
+use super::{BadFiles, Dataset};
 use anyhow::{anyhow, bail, Result};
 use image::imageops::FilterType;
 use std::path::{Path, PathBuf};
@@ -80,8 +80,41 @@ fn list_split(split_dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, i64)
 /// `size`×`size`, writing `[channels, size, size]` values in `[0, 1]` into `out`
 /// (`channels` 1: grey-scale; 3: RGB).
 fn decode_into(path: &Path, channels: usize, size: usize, out: &mut [f32]) -> Result<()> {
-    let image = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
+    // A decoder's panic on a hostile file is that file's error, not the run's end.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unguarded(path, channels, size, out)
+    }))
+    .unwrap_or_else(|_| {
+        bail!(
+            "{}: cannot decode the image (the decoder failed on it)",
+            path.display()
+        )
+    })
+}
+
+/// Whether `bytes`, a JPEG file, is cut short: its last end-of-image marker (FF D9)
+/// does not follow its last start-of-scan (FF DA). Inside entropy-coded data every FF
+/// byte is followed by 00 or a restart marker, so the markers cannot be mistaken; the
+/// `image` crate's JPEG decoder fills a truncated file with grey and reports success.
+pub fn jpeg_truncated(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end < scan,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn decode_unguarded(path: &Path, channels: usize, size: usize, out: &mut [f32]) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read the file ({e})", path.display()))?;
+    if bytes.starts_with(&[0xFF, 0xD8]) && jpeg_truncated(&bytes) {
+        bail!(
+            "{}: cannot decode the image (a JPEG cut short: no end-of-image marker after its last scan)",
+            path.display()
+        );
+    }
+    let image = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
         .map_err(|e| {
             anyhow!(
                 "{}: cannot read the file ({})",
@@ -143,8 +176,17 @@ pub fn decode_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32
 }
 
 /// Decode `files` at `size` on up to [`MAX_THREADS`] threads into one
-/// `[N, 3, size, size]` set; the first failing file (in order) is the error.
-fn decode_split(files: &[(PathBuf, i64)], size: usize, classes: usize) -> Result<Dataset> {
+/// `[N, 3, size, size]` set. A file that does not decode: with [`BadFiles::Error`],
+/// the first (in order) is the error, naming the file and its class (`class_names`);
+/// with [`BadFiles::Skip`], every such file is left out and added to `skipped`.
+fn decode_split(
+    files: &[(PathBuf, i64)],
+    size: usize,
+    class_names: &[String],
+    bad_files: BadFiles,
+    skipped: &mut Vec<String>,
+) -> Result<Dataset> {
+    let classes = class_names.len();
     let example = 3 * size * size;
     let mut pixels = vec![0f32; files.len() * example];
     let threads = std::thread::available_parallelism()
@@ -160,18 +202,39 @@ fn decode_split(files: &[(PathBuf, i64)], size: usize, classes: usize) -> Result
                     files
                         .iter()
                         .zip(out.chunks_exact_mut(example))
-                        .try_for_each(|((path, _), out)| decode_into(path, 3, size, out))
+                        .map(|((path, _), out)| decode_into(path, 3, size, out))
+                        .collect::<Vec<Result<()>>>()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    results.into_iter().collect::<Result<()>>()?;
-    let labels: Vec<i64> = files.iter().map(|(_, l)| *l).collect();
-    let n = files.len() as i64;
+    // Keep the examples that decoded, in order, moved down over those that did not.
+    let mut labels: Vec<i64> = Vec::with_capacity(files.len());
+    for (i, ((_, label), result)) in files.iter().zip(results).enumerate() {
+        match result {
+            Ok(()) => {
+                let to = labels.len();
+                if to != i {
+                    pixels.copy_within(i * example..(i + 1) * example, to * example);
+                }
+                labels.push(*label);
+            }
+            Err(e) if bad_files == BadFiles::Skip => skipped.push(super::one_line(&format!("{e:#}"))),
+            Err(e) => {
+                let class = &class_names[*label as usize];
+                bail!("{e:#} (class {class}; data.bad_files = \"skip\" leaves such files out)")
+            }
+        }
+    }
+    if labels.is_empty() {
+        bail!("no image of the folder decodes (every file was left out)");
+    }
+    pixels.truncate(labels.len() * example);
+    let n = labels.len() as i64;
     Ok(Dataset {
         images: Tensor::from_slice(&pixels).view([n, 3, size as i64, size as i64]),
         labels: Tensor::from_slice(&labels),
@@ -186,6 +249,17 @@ fn decode_split(files: &[(PathBuf, i64)], size: usize, classes: usize) -> Result
 /// folder, an empty class, classes of `val/` differing from those of
 /// `train/`, an image that does not decode, an `image_size` of 0.
 pub fn load_image_folder(root: &Path, image_size: usize) -> Result<(Dataset, Dataset)> {
+    load_image_folder_with(root, image_size, BadFiles::Error, &mut vec![])
+}
+
+/// [`load_image_folder`] with a policy for files that do not decode (`skip`: left
+/// out and added to `skipped` as `path: reason`).
+pub fn load_image_folder_with(
+    root: &Path,
+    image_size: usize,
+    bad_files: BadFiles,
+    skipped: &mut Vec<String>,
+) -> Result<(Dataset, Dataset)> {
     if image_size == 0 {
         bail!(
             "image folder {}: the image size must be at least 1",
@@ -206,8 +280,8 @@ pub fn load_image_folder(root: &Path, image_size: usize) -> Result<(Dataset, Dat
     }
     let train_files = list_split(&root.join("train"), &classes)?;
     let val_files = list_split(&val, &classes)?;
-    let train = decode_split(&train_files, train_size(image_size), classes.len())?;
-    let test = decode_split(&val_files, image_size, classes.len())?;
+    let train = decode_split(&train_files, train_size(image_size), &classes, bad_files, skipped)?;
+    let test = decode_split(&val_files, image_size, &classes, bad_files, skipped)?;
     Ok((train, test))
 }
 

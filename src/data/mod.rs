@@ -33,7 +33,7 @@ pub mod prepare;
 
 pub(crate) use batches::epoch_order;
 pub use batches::{ordered_batches, shuffled_batches, Batches};
-pub use config::DataConfig;
+pub use config::{BadFiles, DataConfig};
 pub(crate) use files::{fetch_command_for, locate, sha256_hex, Checksum};
 pub(crate) use mnist::{spec, DataFile};
 pub use prepare::{input_shape, prepare, standardise};
@@ -174,9 +174,21 @@ pub fn load(name: &str, data_dir: &Path) -> Result<(Dataset, Dataset)> {
 /// their size. A missing file is an error naming its path and the `sll fetch`
 /// command that downloads it.
 pub fn load_sized(name: &str, data_dir: &Path, image_size: Option<usize>) -> Result<(Dataset, Dataset)> {
+    load_with(name, data_dir, image_size, BadFiles::Error, &mut vec![])
+}
+
+/// [`load_sized`] with the image folder's policy for files that do not decode; the
+/// files left out (`skip`) are added to `skipped` as `path: reason`.
+pub fn load_with(
+    name: &str,
+    data_dir: &Path,
+    image_size: Option<usize>,
+    bad_files: BadFiles,
+    skipped: &mut Vec<String>,
+) -> Result<(Dataset, Dataset)> {
     if name == "imagefolder" {
         let size = image_size.unwrap_or(imagefolder::DEFAULT_IMAGE_SIZE);
-        return imagefolder::load_image_folder(data_dir, size);
+        return imagefolder::load_image_folder_with(data_dir, size, bad_files, skipped);
     }
     let native = match cifar::cifar_spec(name) {
         Some(_) => 32,

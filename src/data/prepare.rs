@@ -16,7 +16,20 @@ use tch::{Device, Kind, Tensor};
 /// an unset `data.augment.crop_size` resolves to the image size (random crops).
 pub fn prepare(d: &mut DataConfig, device: Device) -> Result<(Dataset, Dataset)> {
     let image_size = (d.image_size > 0).then_some(d.image_size);
-    let (mut train, mut test) = super::load_sized(&d.dataset, Path::new(&d.dir), image_size)?;
+    d.skipped.clear();
+    let (mut train, mut test) = super::load_with(
+        &d.dataset,
+        Path::new(&d.dir),
+        image_size,
+        d.bad_files,
+        &mut d.skipped,
+    )?;
+    if let Some(first) = d.skipped.first() {
+        eprintln!(
+            "warning: data.bad_files = \"skip\": left out {} file(s) that do not decode; the first: {first}",
+            d.skipped.len()
+        );
+    }
     if d.dataset == "imagefolder" {
         if d.image_size == 0 {
             d.image_size = super::imagefolder::DEFAULT_IMAGE_SIZE;

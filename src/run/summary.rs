@@ -86,6 +86,10 @@ pub struct Summary {
     /// projections: `sll bench flops`'s count); absent in runs written before it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_flops_per_example: Option<f64>,
+    /// Image files left out because they do not decode (`data.bad_files = "skip"`),
+    /// each as `path: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<String>,
     /// Tensor engine and device.
     pub backend: String,
     /// Intra-op threads used.
@@ -132,6 +136,7 @@ impl Summary {
             time_to_accuracy: vec![],
             parameters: model.network.parameter_count(),
             train_flops_per_example: Some(crate::learner::flops::count(model).per_step(1)),
+            skipped_files: config.data.skipped.clone(),
             backend: format!("tch 0.24 / libtorch {LIBTORCH_VERSION} ({device:?})"),
             threads: tch::get_num_threads(),
             version: env!("CARGO_PKG_VERSION").to_string(),
