@@ -39,3 +39,32 @@ fn runs() {
     let accuracy = train_own_layers().unwrap();
     assert!(accuracy > 0.75, "{accuracy}");
 }
+
+/// `fit` returns each epoch's mean loss terms per block and calls back after each
+/// epoch; the loss falls from the first epoch to the second; BP's inner blocks have none.
+#[test]
+fn fit_reports_each_epoch() {
+    let mut config = Config::load_quietly(Some("mnist-mlp"), &[]).unwrap();
+    (config.data.dir, config.data.train_subset) = (concat!(env!("CARGO_MANIFEST_DIR"), "/data").into(), 2000);
+    train::init_runtime(&config);
+    let (train_set, _) = sll::data::prepare(&mut config.data, Device::Cpu).unwrap();
+    let model = Model::new(&config, 10, [1, 28, 28], Device::Cpu).unwrap();
+    let mut seen = vec![];
+    let history = train::fit_with(&config, &model, &train_set, 2, |e| {
+        seen.push(e.epoch);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, [1, 2]);
+    let prediction = |e: usize, b: usize| history[e].losses[b].as_ref().unwrap().get("prediction").unwrap();
+    assert_eq!(history[0].losses.len(), model.network.len());
+    assert!(history[0]
+        .losses
+        .iter()
+        .all(|l| l.as_ref().is_some_and(|t| t.get("divergence").is_some())));
+    assert!(prediction(1, 2) < prediction(0, 2), "{history:?}");
+    config.train.method = sll::config::Method::Bp;
+    let model = Model::new(&config, 10, [1, 28, 28], Device::Cpu).unwrap();
+    let history = train::fit(&config, &model, &train_set, 1).unwrap();
+    assert!(history[0].losses[0].is_none() && history[0].losses[2].is_some());
+}

@@ -65,18 +65,56 @@ pub fn train_step(
     }
 }
 
+/// One epoch of [`fit`]: each block's loss terms averaged over the epoch's steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitEpoch {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Per block (input to output), the mean of each loss term over the epoch (`None`
+    /// for a block without a loss of its own: BP's inner blocks).
+    pub losses: Vec<Option<crate::rules::terms::Terms>>,
+}
+
 /// Trains `model` on `data` for `epochs` epochs with the optimizers and schedule of
 /// `config`, in memory: the plain loop of shuffled minibatches and [`train_step`], with
 /// no run directory, checkpoint, evaluation or pipeline (what `examples/` use; `sll
-/// train` is [`crate::run::run`]).
-pub fn fit(config: &Config, model: &Model, data: &Dataset, epochs: usize) -> Result<()> {
+/// train` is [`crate::run::run`]). Returns each epoch's mean loss terms per block.
+pub fn fit(config: &Config, model: &Model, data: &Dataset, epochs: usize) -> Result<Vec<FitEpoch>> {
+    fit_with(config, model, data, epochs, |_| Ok(()))
+}
+
+/// [`fit`], calling `after_epoch` with each epoch's record as it ends (an error from
+/// it stops training and is returned).
+pub fn fit_with(
+    config: &Config,
+    model: &Model,
+    data: &Dataset,
+    epochs: usize,
+    mut after_epoch: impl FnMut(&FitEpoch) -> Result<()>,
+) -> Result<Vec<FitEpoch>> {
     let steps = data.len().div_ceil(config.data.batch_size);
     let schedule = LrSchedule::new(&config.optim, steps, steps * epochs);
     let mut optimizers = build_optimizers(config, model, &schedule)?;
+    let mut history = vec![];
     for epoch in 1..=epochs {
+        let mut sums: Vec<Option<crate::rules::terms::Terms>> = vec![None; model.network.len()];
+        let mut count = 0usize;
         for (x, y) in data::shuffled_batches(data, config.data.batch_size, config.train.seed, epoch) {
-            train_step(config.train.method, model, &mut optimizers, &x, &y)?;
+            for loss in train_step(config.train.method, model, &mut optimizers, &x, &y)? {
+                match &mut sums[loss.block] {
+                    Some(sum) => sum.add(&loss.terms),
+                    slot => *slot = Some(loss.terms),
+                }
+            }
+            count += 1;
         }
+        let n = count.max(1) as f64;
+        let record = FitEpoch {
+            epoch,
+            losses: sums.iter().map(|t| t.as_ref().map(|t| t.divided(n))).collect(),
+        };
+        after_epoch(&record)?;
+        history.push(record);
     }
-    Ok(())
+    Ok(history)
 }
