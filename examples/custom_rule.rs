@@ -1,6 +1,7 @@
 //! A local rule of your own: each block trains a linear head on its pooled output with
 //! label-smoothed cross-entropy (no divergence term), on the default MLP. Any
-//! `LocalRule` can stand in for the built-in ones; the trainer only calls `loss`.
+//! `LocalRule` can stand in for the built-in ones (`Model::from_parts`); the trainer
+//! only calls `loss`.
 //!
 //!     cargo run --release --example custom_rule
 
@@ -72,20 +73,28 @@ fn train_with_smoothed_ce(epochs: usize) -> Result<f64> {
     let (train_set, test_set): (Dataset, Dataset) = sll::data::prepare(&mut config.data, Device::Cpu)?;
     let input: InputShape = sll::data::input_shape(&train_set);
     let network = Network::new(&config.model, input, Device::Cpu)?;
-    let mut model = Model::with_network(&config, network, 10, input, Device::Cpu)?;
-    // Replace each block's rule by ours; its head lives in the block's own var store,
-    // so the block's optimizer trains it with the block.
-    model.rules = (0..model.network.len())
-        .map(|i| {
-            let block = &model.network.blocks[i];
-            let path = Network::block_path(&model.network.stores[i], i) / "smoothed_head";
-            Box::new(SmoothedCe {
-                head: nn::linear(path, block.pooled_dim(), 10, Default::default()),
-                pooling: block.pooling(),
-                smoothing: 0.1,
-            }) as Box<dyn LocalRule>
-        })
+    // Our rule for every block; its head lives in the block's own var store, so the
+    // block's optimizer trains it with the block. No built-in head is made.
+    let model = Model::from_parts(&config, network, input, Device::Cpu, |block| {
+        Ok(Box::new(SmoothedCe {
+            head: nn::linear(
+                &block.path / "smoothed_head",
+                block.pooled_dim,
+                10,
+                Default::default(),
+            ),
+            pooling: block.pooling,
+            smoothing: 0.1,
+        }) as Box<dyn LocalRule>)
+    })?;
+    // Only the blocks and our heads are trained and checkpointed.
+    let names: Vec<String> = model
+        .network
+        .stores
+        .iter()
+        .flat_map(|s| s.variables().into_keys())
         .collect();
+    assert!(names.iter().all(|n| !n.contains(".head.")), "{names:?}");
     train::fit(&config, &model, &train_set, epochs)?;
     let eval = model.evaluate(&test_set, config.data.eval_batch_size);
     Ok(eval.accuracy)

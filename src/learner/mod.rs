@@ -79,6 +79,26 @@ impl<'a> LocalBlock<'a> {
     }
 }
 
+/// What each block's rule is built from: its place, its var store's root, pooling and
+/// output shape.
+fn block_specs(network: &Network, input: InputShape, device: Device) -> Vec<BlockSpec<'_>> {
+    let shapes = rules::output_shapes(network, input, device);
+    network
+        .blocks
+        .iter()
+        .zip(shapes)
+        .enumerate()
+        .map(|(i, (block, shape))| BlockSpec {
+            index: i,
+            path: Network::block_path(&network.stores[i], i),
+            pooling: block.pooling(),
+            pooled_dim: block.pooled_dim(),
+            shape,
+            layers: block.layers(),
+        })
+        .collect()
+}
+
 /// For momentum heads: per block i < L−1, two fresh copies of block i+1 (built from
 /// `config.model`) and block i+1's own variables.
 fn next_copies(
@@ -132,21 +152,7 @@ impl Model {
         let objective = effective_objective(config);
         let method = config.train.method;
         let (precision, _) = crate::precision::resolve(config.train.precision, device)?;
-        let shapes = rules::output_shapes(&network, input, device);
-        let blocks = network
-            .blocks
-            .iter()
-            .zip(shapes)
-            .enumerate()
-            .map(|(i, (block, shape))| BlockSpec {
-                index: i,
-                path: Network::block_path(&network.stores[i], i),
-                pooling: block.pooling(),
-                pooled_dim: block.pooled_dim(),
-                shape,
-                layers: block.layers(),
-            })
-            .collect();
+        let blocks = block_specs(&network, input, device);
         let next_copies = if objective.momentum_head && method != Method::Bp {
             next_copies(config, &network, input, device)?
         } else {
@@ -171,6 +177,36 @@ impl Model {
             input: built.input,
             objective,
             method,
+            precision,
+        })
+    }
+
+    /// A model of `network` whose every block trains with a rule of your own: `rule`
+    /// builds block i's from its [`BlockSpec`] (its heads under `spec.path`, the
+    /// block's own var store, so the block's optimizer trains them), and no built-in
+    /// head is created. Trained block by block (`config.train.method` must not be
+    /// `bp`), in `config.train.precision`; the first block receives nothing from below.
+    pub fn from_parts(
+        config: &Config,
+        network: Network,
+        input: InputShape,
+        device: Device,
+        mut rule: impl FnMut(&BlockSpec<'_>) -> Result<Box<dyn LocalRule>>,
+    ) -> Result<Self> {
+        if config.train.method == Method::Bp {
+            anyhow::bail!("config key `train.method` = \"bp\" trains one head through every block; a rule per block needs a local method");
+        }
+        let (precision, _) = crate::precision::resolve(config.train.precision, device)?;
+        let rules = block_specs(&network, input, device)
+            .iter()
+            .map(&mut rule)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            network,
+            rules,
+            input: Box::new(rules::NoMessage),
+            objective: effective_objective(config),
+            method: config.train.method,
             precision,
         })
     }
