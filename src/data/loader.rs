@@ -26,11 +26,67 @@ const AHEAD_PER_WORKER: usize = 2;
 #[derive(Debug, Clone)]
 pub struct LoaderData {
     /// `[N, C, H, W]` pixels, row-major.
-    images: Arc<[f32]>,
+    images: Pixels,
     /// `[N]` labels.
     labels: Arc<[i64]>,
     /// `(C, H, W)` of one example.
     shape: (usize, usize, usize),
+}
+
+/// How the pixels are held.
+#[derive(Debug, Clone)]
+enum Pixels {
+    /// As given.
+    F32(Arc<[f32]>),
+    /// As 8-bit codes with, per channel, the 256 values they stand for (a quarter of
+    /// the memory): used when every value of the set is one of them, bit for bit (an
+    /// image set read from 8-bit files and standardised, as every built-in dataset).
+    U8 {
+        codes: Arc<[u8]>,
+        /// `values[c * 256 + u]`.
+        values: Arc<[f32]>,
+    },
+}
+
+/// The value of 8-bit code `u` of channel `c` as the loaders and [`super::prepare`]
+/// compute it: u / 255, then standardised with the f32 `mean` and `std` (or not).
+fn code_value(u: u8, mean: Option<(f32, f32)>) -> f32 {
+    let x = f32::from(u) / 255.0;
+    match mean {
+        Some((m, s)) => (x - m) / s,
+        None => x,
+    }
+}
+
+/// `images` (`channels` planes per example of `plane` values) as 8-bit codes, if every
+/// value is exactly the value of a code under `stats` (per-channel mean and std, or
+/// none); `None` otherwise.
+fn as_codes(
+    images: &[f32],
+    channels: usize,
+    plane: usize,
+    stats: Option<(&[f64], &[f64])>,
+) -> Option<(Vec<u8>, Vec<f32>)> {
+    let mut values = Vec::with_capacity(channels * 256);
+    for c in 0..channels {
+        let mean = match stats {
+            Some((mean, std)) => Some((*mean.get(c)? as f32, *std.get(c)? as f32)),
+            None => None,
+        };
+        values.extend((0..=255u8).map(|u| code_value(u, mean)));
+    }
+    // Codes must be told apart by their values, and ordered to search them.
+    let table = |c: usize| &values[c * 256..(c + 1) * 256];
+    if !(0..channels).all(|c| table(c).windows(2).all(|w| w[0] < w[1])) {
+        return None;
+    }
+    let mut codes = Vec::with_capacity(images.len());
+    for (i, &v) in images.iter().enumerate() {
+        let t = table((i / plane) % channels);
+        let u = t.binary_search_by(|x| x.total_cmp(&v)).ok()?;
+        codes.push(u as u8);
+    }
+    Some((codes, values))
 }
 
 /// One epoch of batches from [`LoaderData::epoch`]: `(images [B, C, H', W']`
@@ -51,8 +107,24 @@ pub struct EpochBatches {
 impl LoaderData {
     /// Copy `ds` (images as `Float`, labels as `Int64`, moved to the CPU if
     /// needed) into contiguous buffers; an error if the images are not
-    /// `[N, C, H, W]` or the counts differ.
+    /// `[N, C, H, W]` or the counts differ. Images are held as given.
     pub fn new(ds: &Dataset) -> Result<LoaderData> {
+        Self::build(ds, None)
+    }
+
+    /// [`Self::new`] for a set read from 8-bit images and standardised with `stats`
+    /// (per-channel mean and std, as [`super::prepare`] records them; `None`: not
+    /// standardised): held as 8-bit codes, a quarter of the memory, when every value
+    /// is exactly a code's (the batches are then the same, bit for bit); as given
+    /// otherwise.
+    pub fn compact(ds: &Dataset, stats: Option<(&[f64], &[f64])>) -> Result<LoaderData> {
+        Self::build(ds, Some(stats))
+    }
+
+    /// The buffers of `ds`: as 8-bit codes under `coding`'s statistics where they fit
+    /// (`None`: as given).
+    #[allow(clippy::option_option)]
+    fn build(ds: &Dataset, coding: Option<Option<(&[f64], &[f64])>>) -> Result<LoaderData> {
         let size = ds.images.size();
         let &[n, c, h, w] = size.as_slice() else {
             bail!("loader: expected images of shape [N, C, H, W], got {size:?}");
@@ -63,8 +135,16 @@ impl LoaderData {
         let images = ds.images.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
         let images = Vec::<f32>::try_from(images.flatten(0, -1))?;
         let labels = Vec::<i64>::try_from(ds.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
+        let codes = coding.and_then(|stats| as_codes(&images, c as usize, (h * w) as usize, stats));
+        let images = match codes {
+            Some((codes, values)) => Pixels::U8 {
+                codes: codes.into(),
+                values: values.into(),
+            },
+            None => Pixels::F32(images.into()),
+        };
         Ok(LoaderData {
-            images: images.into(),
+            images,
             labels: labels.into(),
             shape: (c as usize, h as usize, w as usize),
         })
@@ -73,6 +153,14 @@ impl LoaderData {
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// Bytes per pixel value held: 1 (8-bit codes) or 4 (f32).
+    pub fn bytes_per_value(&self) -> usize {
+        match self.images {
+            Pixels::F32(_) => 4,
+            Pixels::U8 { .. } => 1,
+        }
     }
 
     /// Whether there is no example.
@@ -188,9 +276,23 @@ impl EpochPlan {
         let ids = &order[batch * self.batch_size..((batch + 1) * self.batch_size).min(order.len())];
         let mut images = vec![0f32; ids.len() * out_example];
         let mut labels = Vec::with_capacity(ids.len());
+        let mut decoded = vec![];
         for (position, (&id, out)) in ids.iter().zip(images.chunks_exact_mut(out_example)).enumerate() {
             let id = id as usize;
-            let src = &self.data.images[id * example..(id + 1) * example];
+            let src: &[f32] = match &self.data.images {
+                Pixels::F32(images) => &images[id * example..(id + 1) * example],
+                Pixels::U8 { codes, values } => {
+                    let plane = h * w;
+                    decoded.clear();
+                    decoded.extend(
+                        codes[id * example..(id + 1) * example]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &u)| values[(i / plane) * 256 + usize::from(u)]),
+                    );
+                    &decoded
+                }
+            };
             if self.augment.is_off() {
                 out.copy_from_slice(src);
             } else {

@@ -49,7 +49,10 @@ pub fn prepare(d: &mut DataConfig, device: Device) -> Result<(Dataset, Dataset)>
     }
     let prepare = |ds: Dataset, device: Device| -> Result<Dataset> {
         let images = if d.normalize {
-            standardise(&ds.images, &d.mean, &d.std)?
+            // In place: the same values as `standardise`, without a second copy of the set.
+            let mut images = ds.images;
+            standardise_in_place(&mut images, &d.mean, &d.std)?;
+            images
         } else {
             ds.images
         };
@@ -64,6 +67,19 @@ pub fn prepare(d: &mut DataConfig, device: Device) -> Result<(Dataset, Dataset)>
 
 /// `images` standardised per channel with `mean` and `std` (one entry per channel).
 pub fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor> {
+    let (mean, std) = channel_tensors(images, mean, std)?;
+    Ok((images - mean) / std)
+}
+
+/// [`standardise`] in place (the same values).
+pub fn standardise_in_place(images: &mut Tensor, mean: &[f64], std: &[f64]) -> Result<()> {
+    let (mean, std) = channel_tensors(images, mean, std)?;
+    let _ = images.g_sub_(&mean).g_div_(&std);
+    Ok(())
+}
+
+/// `mean` and `std` as f32 tensors broadcasting over `images`' channels.
+fn channel_tensors(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<(Tensor, Tensor)> {
     let channels = images.size()[1] as usize;
     if mean.len() != channels {
         bail!(
@@ -74,7 +90,7 @@ pub fn standardise(images: &Tensor, mean: &[f64], std: &[f64]) -> Result<Tensor>
     let shape = [1, channels as i64, 1, 1];
     let mean = Tensor::from_slice(mean).to_kind(Kind::Float).reshape(shape);
     let std = Tensor::from_slice(std).to_kind(Kind::Float).reshape(shape);
-    Ok((images - mean) / std)
+    Ok((mean, std))
 }
 
 /// Shape of one example of `data` ([C, H, W]).

@@ -155,7 +155,9 @@ fn train_epochs(
     let root = schedule.is_root();
     let train_len = train.len();
     let loader = if schedule.reads_data() {
-        Some(LoaderData::new(&train)?)
+        let d = &config.data;
+        let stats = d.normalize.then_some((d.mean.as_slice(), d.std.as_slice()));
+        Some(LoaderData::compact(&train, stats)?)
     } else {
         None
     };
