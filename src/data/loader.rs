@@ -58,15 +58,18 @@ fn code_value(u: u8, mean: Option<(f32, f32)>) -> f32 {
     }
 }
 
-/// `images` (`channels` planes per example of `plane` values) as 8-bit codes, if every
-/// value is exactly the value of a code under `stats` (per-channel mean and std, or
-/// none); `None` otherwise.
-fn as_codes(
-    images: &[f32],
-    channels: usize,
-    plane: usize,
-    stats: Option<(&[f64], &[f64])>,
-) -> Option<(Vec<u8>, Vec<f32>)> {
+/// Examples converted at a time by [`as_codes`] (so that no f32 copy of the whole set
+/// is made).
+const CODE_CHUNK: i64 = 512;
+
+/// `images` (`[N, C, H, W]` f32 on the CPU) as 8-bit codes, if every value is exactly
+/// the value of a code under `stats` (per-channel mean and std, or none); `None`
+/// otherwise.
+fn as_codes(images: &Tensor, stats: Option<(&[f64], &[f64])>) -> Option<(Vec<u8>, Vec<f32>)> {
+    let &[n, c, h, w] = images.size().as_slice() else {
+        return None;
+    };
+    let (channels, plane) = (c as usize, (h * w) as usize);
     let mut values = Vec::with_capacity(channels * 256);
     for c in 0..channels {
         let mean = match stats {
@@ -80,11 +83,14 @@ fn as_codes(
     if !(0..channels).all(|c| table(c).windows(2).all(|w| w[0] < w[1])) {
         return None;
     }
-    let mut codes = Vec::with_capacity(images.len());
-    for (i, &v) in images.iter().enumerate() {
-        let t = table((i / plane) % channels);
-        let u = t.binary_search_by(|x| x.total_cmp(&v)).ok()?;
-        codes.push(u as u8);
+    let mut codes = Vec::with_capacity(images.numel());
+    for start in (0..n).step_by(CODE_CHUNK as usize) {
+        let chunk = images.narrow(0, start, CODE_CHUNK.min(n - start)).flatten(0, -1);
+        for (i, &v) in Vec::<f32>::try_from(chunk).ok()?.iter().enumerate() {
+            let t = table((i / plane) % channels);
+            let u = t.binary_search_by(|x| x.total_cmp(&v)).ok()?;
+            codes.push(u as u8);
+        }
     }
     Some((codes, values))
 }
@@ -133,15 +139,13 @@ impl LoaderData {
             bail!("loader: {n} images for {} labels", ds.len());
         }
         let images = ds.images.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-        let images = Vec::<f32>::try_from(images.flatten(0, -1))?;
         let labels = Vec::<i64>::try_from(ds.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;
-        let codes = coding.and_then(|stats| as_codes(&images, c as usize, (h * w) as usize, stats));
-        let images = match codes {
+        let images = match coding.and_then(|stats| as_codes(&images, stats)) {
             Some((codes, values)) => Pixels::U8 {
                 codes: codes.into(),
                 values: values.into(),
             },
-            None => Pixels::F32(images.into()),
+            None => Pixels::F32(Vec::<f32>::try_from(images.flatten(0, -1))?.into()),
         };
         Ok(LoaderData {
             images,
