@@ -731,3 +731,57 @@ fn standardised_8_bit_sets_are_held_as_codes_with_the_same_batches() {
         4
     );
 }
+
+/// `sll prepare` writes the folder once at a training size: every image's shorter side
+/// brought down to the size (the aspect kept, none enlarged), the same classes and
+/// counts, a record of what it did; it never writes into a folder that has files, and
+/// names a file that does not decode with its class (or leaves it out with `skip`).
+#[test]
+fn prepare_writes_an_image_folder_at_a_training_size() {
+    let tmp = image_folder();
+    let root = tmp.path();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("small");
+    let run = |dest: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "prepare",
+            "--data-dir",
+            root.to_str().unwrap(),
+            "--size",
+            "20",
+            "--out",
+            dest.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        common::sll(&args, out.path())
+    };
+    let o = run(&dest, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("prepared 7 images"));
+    let dims = |p: &str| image::image_dimensions(dest.join(p)).unwrap();
+    assert_eq!(dims("train/cat/b.jpg"), (27, 20));
+    assert_eq!(dims("train/cat/c.jpg"), (20, 27));
+    assert_eq!(dims("train/dog/a.jpg"), (20, 33));
+    let record = std::fs::read_to_string(dest.join("prepared.toml")).unwrap();
+    assert!(
+        record.contains("size = 20") && record.contains("images = 7"),
+        "{record}"
+    );
+    let (train, test) = load_image_folder(&dest, 16).unwrap();
+    assert_eq!((train.len(), test.len()), (5, 2));
+    // Never into a folder with files.
+    let o = run(&dest, &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    // A file that does not decode: named with its class, or left out.
+    std::fs::write(root.join("train/dog/bad.jpg"), b"garbage").unwrap();
+    let o = run(&out.path().join("again"), &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("bad.jpg") && e.contains("class dog"),
+        "{e}"
+    );
+    let o = run(&out.path().join("skipping"), &["--bad-files", "skip"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 left out"));
+}

@@ -51,6 +51,26 @@ pub enum Command {
     Report(ReportArgs),
     /// Train a grid of runs (resumable: run it again to continue) and tabulate them.
     Sweep(SweepArgs),
+    /// Write an image folder once at a training size (shorter side), so that runs
+    /// decode small images.
+    Prepare(PrepareArgs),
+}
+
+/// `sll prepare` options.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// The image folder (`train/<class>/`, `val/<class>/`).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Side the shorter side of each image is brought down to.
+    #[arg(long)]
+    pub size: u32,
+    /// Folder to write (new or empty) [default: `<data-dir>-<size>px`].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Files that do not decode: `error` (name the file and its class) or `skip`.
+    #[arg(long, default_value = "error")]
+    pub bad_files: crate::data::BadFiles,
 }
 
 /// `sll fetch` options.
@@ -90,7 +110,32 @@ pub fn main() -> Result<()> {
             args.flops_plot.as_deref(),
         ),
         Some(Command::Sweep(args)) => crate::sweep::command(&args.into()),
+        Some(Command::Prepare(args)) => prepare(&args),
     }
+}
+
+/// `sll prepare` (see [`crate::data::resized::prepare_folder`]).
+fn prepare(args: &PrepareArgs) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = args
+            .data_dir
+            .file_name()
+            .map_or_else(|| "images".into(), |n| n.to_string_lossy().into_owned());
+        args.data_dir.with_file_name(format!("{name}-{}px", args.size))
+    });
+    let prepared = crate::data::resized::prepare_folder(&args.data_dir, &out, args.size, args.bad_files)?;
+    println!(
+        "prepared {} images at {} px (shorter side) in {}{}; train with --data-dir {}",
+        prepared.written,
+        args.size,
+        out.display(),
+        match prepared.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} left out (the first: {})", prepared.skipped[0]),
+        },
+        out.display()
+    );
+    Ok(())
 }
 
 /// `sll bench ...`.

@@ -46,7 +46,7 @@ pub struct DataConfig {
 }
 
 /// What an image folder does with a file that does not decode.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BadFiles {
     /// Stop with an error naming the file and its class.

@@ -41,7 +41,7 @@ pub fn image_folder_classes(root: &Path) -> Result<Vec<String>> {
 /// The image files of `<split_dir>/<class>/` for each class, sorted by name
 /// within a class, with their class index; a missing or empty class folder is
 /// an error naming it.
-fn list_split(split_dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, i64)>> {
+pub(crate) fn list_split(split_dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, i64)>> {
     let mut files = Vec::new();
     for (index, class) in classes.iter().enumerate() {
         let dir = split_dir.join(class);
@@ -106,6 +106,20 @@ pub fn jpeg_truncated(bytes: &[u8]) -> bool {
 }
 
 fn decode_unguarded(path: &Path, channels: usize, size: usize, out: &mut [f32]) -> Result<()> {
+    let image = open_image(path)?;
+    match channels {
+        1 => square_into(&image.to_luma8(), path, size, out),
+        3 => square_into(&image.to_rgb8(), path, size, out),
+        c => bail!(
+            "{}: cannot read an image as {c} channels (1 or 3)",
+            path.display()
+        ),
+    }
+}
+
+/// The image at `path` decoded, whatever its name says; a JPEG cut short is an error.
+/// (Decoders may panic on hostile files: call it under `catch_unwind`.)
+pub(crate) fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read the file ({e})", path.display()))?;
     if bytes.starts_with(&[0xFF, 0xD8]) && jpeg_truncated(&bytes) {
         bail!(
@@ -130,14 +144,7 @@ fn decode_unguarded(path: &Path, channels: usize, size: usize, out: &mut [f32]) 
                 super::one_line(&e.to_string())
             )
         })?;
-    match channels {
-        1 => square_into(&image.to_luma8(), path, size, out),
-        3 => square_into(&image.to_rgb8(), path, size, out),
-        c => bail!(
-            "{}: cannot read an image as {c} channels (1 or 3)",
-            path.display()
-        ),
-    }
+    Ok(image)
 }
 
 /// `image` centre-cropped to a square, resized to `size`×`size` and written

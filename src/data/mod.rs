@@ -30,6 +30,7 @@ pub mod imagefolder;
 pub mod loader;
 mod mnist;
 pub mod prepare;
+pub mod resized;
 
 pub(crate) use batches::epoch_order;
 pub use batches::{ordered_batches, shuffled_batches, Batches};
