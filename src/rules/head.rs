@@ -143,67 +143,8 @@ impl Head {
         hidden: i64,
         plan: Option<&Plan>,
     ) -> Result<Self> {
-        let map = shape.map();
-        let needs_map = |name: &str| -> Result<(i64, i64, i64)> {
-            match map {
-                Some(m) => Ok(m),
-                None => bail!(
-                    "config key `objective.head` = \"{name}\" needs blocks with feature maps (a CNN or a ResNet); use linear, pooled or mlp"
-                ),
-            }
-        };
+        let (net, features, mut flops) = build_net(&path, kind, shape, pooling, pooled_dim, hidden, plan)?;
         let linear = |path: nn::Path, features: i64| crate::model::linear(path, features, classes);
-        let (net, features, mut flops) = match kind {
-            HeadKind::Linear => (Net::Linear, pooled_dim, 0.0),
-            HeadKind::Pooled => match map {
-                Some((c, h, w)) => {
-                    let grid = pooled_grid(c, h, w);
-                    (Net::Pooled { grid }, c * grid.0 * grid.1, 0.0)
-                }
-                None => (Net::Linear, pooled_dim, 0.0),
-            },
-            HeadKind::Conv => {
-                let (c, h, w) = needs_map("conv")?;
-                let convs = Box::new([
-                    ConvBnRelu::new(&path / "conv1", c, c, 1, h * w),
-                    ConvBnRelu::new(&path / "conv2", c, c, 1, h * w),
-                ]);
-                let flops = convs.iter().map(|c| c.flops).sum();
-                (Net::Conv { convs }, c * 4, flops)
-            }
-            HeadKind::Mlp => {
-                let hidden_layer = crate::model::linear(&path / "hidden", pooled_dim, hidden);
-                let flops = 2.0 * (pooled_dim * hidden) as f64;
-                (Net::Mlp { hidden: hidden_layer }, hidden, flops)
-            }
-            HeadKind::Infopro => {
-                let (c, h, w) = needs_map("infopro")?;
-                let width = if c < 64 { 2 * c } else { c };
-                let area = ((h + 1) / 2) * ((w + 1) / 2);
-                let conv = Box::new(ConvBnRelu::new(&path / "conv", c, width, 2, area));
-                let hidden_layer = crate::model::linear(&path / "hidden", width, INFOPRO_FEATURES);
-                let flops = conv.flops + 2.0 * (width * INFOPRO_FEATURES) as f64;
-                (
-                    Net::Infopro {
-                        conv,
-                        hidden: hidden_layer,
-                    },
-                    INFOPRO_FEATURES,
-                    flops,
-                )
-            }
-            HeadKind::Auglocal => {
-                let Some(plan) = plan else {
-                    bail!("internal: an auglocal head without its plan")
-                };
-                let net = AuxNet::new(path.clone(), aux_input(shape, pooled_dim), pooling, plan)?;
-                let (features, flops) = (net.feature_dim(), net.flops_per_example());
-                (Net::Auglocal(Box::new(net)), features, flops)
-            }
-            HeadKind::Projection | HeadKind::Auto => {
-                bail!("internal: no head module for objective.head = {kind:?}")
-            }
-        };
         // The linear head's map sits at `head` itself (checkpoints name it
         // `block<i>.head.weight`); the others' final map at `head.fc`.
         let fc = match kind {
@@ -288,6 +229,79 @@ impl Head {
     pub fn flops_per_example(&self) -> f64 {
         self.flops
     }
+}
+
+/// The part of a `kind` head before its final linear map, under `path`: the module,
+/// the width of its features and its forward FLOPs per example.
+fn build_net(
+    path: &nn::Path,
+    kind: HeadKind,
+    shape: &OutputShape,
+    pooling: Pooling,
+    pooled_dim: i64,
+    hidden: i64,
+    plan: Option<&Plan>,
+) -> Result<(Net, i64, f64)> {
+    let map = shape.map();
+    let needs_map = |name: &str| -> Result<(i64, i64, i64)> {
+        match map {
+            Some(m) => Ok(m),
+            None => bail!(
+                "config key `objective.head` = \"{name}\" needs blocks with feature maps (a CNN or a ResNet); use linear, pooled or mlp"
+            ),
+        }
+    };
+    Ok(match kind {
+        HeadKind::Linear => (Net::Linear, pooled_dim, 0.0),
+        HeadKind::Pooled => match map {
+            Some((c, h, w)) => {
+                let grid = pooled_grid(c, h, w);
+                (Net::Pooled { grid }, c * grid.0 * grid.1, 0.0)
+            }
+            None => (Net::Linear, pooled_dim, 0.0),
+        },
+        HeadKind::Conv => {
+            let (c, h, w) = needs_map("conv")?;
+            let convs = Box::new([
+                ConvBnRelu::new(path / "conv1", c, c, 1, h * w),
+                ConvBnRelu::new(path / "conv2", c, c, 1, h * w),
+            ]);
+            let flops = convs.iter().map(|c| c.flops).sum();
+            (Net::Conv { convs }, c * 4, flops)
+        }
+        HeadKind::Mlp => {
+            let hidden_layer = crate::model::linear(path / "hidden", pooled_dim, hidden);
+            let flops = 2.0 * (pooled_dim * hidden) as f64;
+            (Net::Mlp { hidden: hidden_layer }, hidden, flops)
+        }
+        HeadKind::Infopro => {
+            let (c, h, w) = needs_map("infopro")?;
+            let width = if c < 64 { 2 * c } else { c };
+            let area = ((h + 1) / 2) * ((w + 1) / 2);
+            let conv = Box::new(ConvBnRelu::new(path / "conv", c, width, 2, area));
+            let hidden_layer = crate::model::linear(path / "hidden", width, INFOPRO_FEATURES);
+            let flops = conv.flops + 2.0 * (width * INFOPRO_FEATURES) as f64;
+            (
+                Net::Infopro {
+                    conv,
+                    hidden: hidden_layer,
+                },
+                INFOPRO_FEATURES,
+                flops,
+            )
+        }
+        HeadKind::Auglocal => {
+            let Some(plan) = plan else {
+                bail!("internal: an auglocal head without its plan")
+            };
+            let net = AuxNet::new(path.clone(), aux_input(shape, pooled_dim), pooling, plan)?;
+            let (features, flops) = (net.feature_dim(), net.flops_per_example());
+            (Net::Auglocal(Box::new(net)), features, flops)
+        }
+        HeadKind::Projection | HeadKind::Auto => {
+            bail!("internal: no head module for objective.head = {kind:?}")
+        }
+    })
 }
 
 /// What an auxiliary net reads from a block output of `shape` and pooled size

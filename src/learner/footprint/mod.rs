@@ -18,7 +18,7 @@ mod shapes;
 pub use shapes::{cnn, mlp, network, resnet, vit, BlockShape, NetworkShape};
 
 use crate::config::{Config, HeadKind, Method, OptimizerKind, Pipeline, Prior, ProjectionKind};
-use crate::model::{InputShape, ModelConfig};
+use crate::model::{InputShape, Layer, ModelConfig};
 use crate::rules::head::{self, OutputShape};
 use crate::rules::{auglocal, infopro, predsim};
 use anyhow::{bail, Result};
@@ -75,6 +75,63 @@ fn projection_bytes(kind: ProjectionKind, dim: f64, d0: f64, k: f64) -> (f64, f6
     }
 }
 
+/// Trainable parameters and floats per example of block `i`'s head under `config`'s
+/// objective: its logits, an AugLocal net's activations, a momentum head's copies of
+/// the next block (the head then built for the next block's output).
+fn head_cost(
+    config: &Config,
+    network: &NetworkShape,
+    layers: &[Vec<Layer>],
+    i: usize,
+    classes: i64,
+) -> (u128, f64) {
+    let objective = &config.objective;
+    let momentum = objective.momentum_head && i + 1 < network.blocks.len();
+    let reads = if momentum { i + 1 } else { i };
+    let read = &network.blocks[reads];
+    let (mut parameters, mut floats) = (0, 3.0 * n(classes) as f64);
+    if momentum {
+        parameters += read.parameters;
+        floats += 2.0 * read.activations;
+    }
+    let dims: Vec<i64> = read.map.iter().flatten().map(|&d| d as i64).collect();
+    let shape = OutputShape::of(&dims);
+    let plan = (objective.head == HeadKind::Auglocal)
+        .then(|| auglocal::plan(layers, reads, objective.aux_depth, objective.aux_taper).ok())
+        .flatten();
+    parameters += n(head::parameter_count(
+        objective.head,
+        &shape,
+        read.pooled_dim as i64,
+        classes,
+        objective.head_hidden,
+        plan.as_ref(),
+    ));
+    if let Some(plan) = &plan {
+        floats += auglocal::activation_floats(head::aux_input(&shape, read.pooled_dim as i64), plan);
+    }
+    (parameters, floats)
+}
+
+/// Trainable parameters and floats per example of block `i`'s rule's other parts:
+/// InfoPro's decoder (all but the last module), PredSim's similarity map.
+fn rule_cost(method: Method, network: &NetworkShape, i: usize, input: InputShape) -> (u128, f64) {
+    let block = &network.blocks[i];
+    let last = i + 1 == network.blocks.len();
+    match (method, block.map) {
+        (Method::Infopro, Some([c, _, _])) if !last => (
+            n(infopro::decoder_parameters(c as i64, input[0])),
+            infopro::decoder_floats(c as i64, input),
+        ),
+        (Method::Predsim, map) => {
+            let dims: Vec<i64> = map.iter().flatten().map(|&d| d as i64).collect();
+            let parameters = predsim::similarity_parameters(&OutputShape::of(&dims), block.pooled_dim as i64);
+            (n(parameters), block.output)
+        }
+        _ => (0, 0.0),
+    }
+}
+
 /// Estimates the memory that training the model of `config` on inputs of `input` shape
 /// with `classes` classes needs (`None` for an unknown model kind).
 pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Footprint> {
@@ -90,7 +147,7 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
     let last = network.blocks.len().saturating_sub(1);
 
     let mut parameter_count = network.parameters();
-    let layers: Vec<Vec<crate::model::Layer>> = network.blocks.iter().map(|b| b.layers.clone()).collect();
+    let layers: Vec<Vec<Layer>> = network.blocks.iter().map(|b| b.layers.clone()).collect();
     let (mut kept, mut transient) = (0.0f64, 0.0f64);
     let mut add_projection = |dim: f64| {
         let (k_bytes, t_bytes) = projection_bytes(objective.projection, dim, d0, k);
@@ -105,51 +162,13 @@ pub fn estimate(config: &Config, classes: i64, input: InputShape) -> Option<Foot
         let with_head = method != Method::Bp || i == last;
         let mut floats = dim;
         if with_head && !projection_head {
-            // A momentum head: a trainable copy of the next block (and an EMA copy,
-            // not trained), the head built for the next block's output.
-            let momentum = objective.momentum_head && i < last;
-            let reads = if momentum { i + 1 } else { i };
-            if momentum {
-                let next = &network.blocks[reads];
-                parameter_count += next.parameters;
-                floats += 2.0 * next.activations;
-            }
-            let read = &network.blocks[reads];
-            let dims: Vec<i64> = read.map.iter().flatten().map(|&d| d as i64).collect();
-            let shape = OutputShape::of(&dims);
-            let plan = (objective.head == HeadKind::Auglocal)
-                .then(|| auglocal::plan(&layers, reads, objective.aux_depth, objective.aux_taper).ok())
-                .flatten();
-            let head = head::parameter_count(
-                objective.head,
-                &shape,
-                read.pooled_dim as i64,
-                classes,
-                objective.head_hidden,
-                plan.as_ref(),
-            );
-            parameter_count += n(head);
-            floats += 3.0 * classes_f;
-            if let Some(plan) = &plan {
-                floats += auglocal::activation_floats(head::aux_input(&shape, read.pooled_dim as i64), plan);
-            }
+            let (parameters, head_floats) = head_cost(config, &network, &layers, i, classes);
+            parameter_count += parameters;
+            floats += head_floats;
         }
-        // The rules' other trainable parts: InfoPro's decoder (all but the last
-        // module), PredSim's similarity map.
-        if method == Method::Infopro && i != last {
-            if let Some([c, _, _]) = block.map {
-                parameter_count += n(infopro::decoder_parameters(c as i64, input[0]));
-                floats += infopro::decoder_floats(c as i64, input);
-            }
-        }
-        if method == Method::Predsim {
-            let dims: Vec<i64> = block.map.iter().flatten().map(|&d| d as i64).collect();
-            parameter_count += n(predsim::similarity_parameters(
-                &OutputShape::of(&dims),
-                block.pooled_dim as i64,
-            ));
-            floats += block.output;
-        }
+        let (parameters, rule_floats) = rule_cost(method, &network, i, input);
+        parameter_count += parameters;
+        floats += rule_floats;
         if divergence || projection_head {
             add_projection(dim);
             floats += 2.0 * dim + 5.0 * d0;
