@@ -7,6 +7,7 @@
 pub mod dir;
 pub mod interrupt;
 pub mod metrics;
+pub mod open;
 mod schedule;
 pub mod state;
 pub mod summary;
@@ -168,37 +169,10 @@ fn train_epochs(
     let lr_schedule = LrSchedule::new(&config.optim, steps_per_epoch, total_steps);
     let mut optimizers = train::build_optimizers(&config, &model, &lr_schedule)?;
 
-    let mut progress = Progress::default();
-    let run_dir = if root {
-        let run_dir = if resuming {
-            RunDir::reopen(out)?
-        } else {
-            RunDir::create(out)?
-        };
-        if resuming && run_dir.state_path().exists() {
-            progress = state::load(&run_dir.state_path(), &model, &mut optimizers)?;
-            if progress.epoch > config.train.epochs {
-                bail!(
-                    "--epochs {}: the run in {} has trained {} epochs already",
-                    config.train.epochs,
-                    out.display(),
-                    progress.epoch
-                );
-            }
-            // A kill between the state and the files after it: bring them level.
-            if progress.step == 0 && progress.epoch > 0 {
-                checkpoint::save(&model, &config, progress.epoch, &run_dir.checkpoint_path())?;
-            }
-        }
-        run_dir.write_config(&config)?;
-        run_dir.write_metrics(&progress.history)?;
-        let from = match (progress.epoch, progress.step) {
-            (0, 0) => String::new(),
-            (e, 0) => format!(", resumed after epoch {e}"),
-            (e, s) => format!(", resumed at epoch {}, step {s}", e + 1),
-        };
+    let (run_dir, mut progress) = if root {
+        let (run_dir, progress) = open::open_run(&config, out, resuming, &model, &mut optimizers)?;
         eprintln!(
-            "training {} on {} with {} ({} blocks, {} parameters, {}, {}{from}) -> {}",
+            "training {} on {} with {} ({} blocks, {} parameters, {}, {}{}) -> {}",
             config.preset,
             config.data.dataset,
             config.train.method,
@@ -206,11 +180,12 @@ fn train_epochs(
             model.network.parameter_count(),
             schedule.describe(),
             opening.precision,
+            open::resumed_from(&progress),
             out.display()
         );
-        Some(run_dir)
+        (Some(run_dir), progress)
     } else {
-        None
+        (None, Progress::default())
     };
 
     let guard = LossGuard::new(config.train.divergence_factor, progress.loss_references.clone());
