@@ -83,12 +83,27 @@ fn as_codes(images: &Tensor, stats: Option<(&[f64], &[f64])>) -> Option<(Vec<u8>
     if !(0..channels).all(|c| table(c).windows(2).all(|w| w[0] < w[1])) {
         return None;
     }
+    // u ≈ 255·(v·std + mean): per channel, the scale and offset of that guess.
+    let (spread, centre): (Vec<f64>, Vec<f64>) = (0..channels)
+        .map(|c| match stats {
+            Some((mean, std)) => (255.0 * std[c], 255.0 * mean[c]),
+            None => (255.0, 0.0),
+        })
+        .unzip();
     let mut codes = Vec::with_capacity(images.numel());
     for start in (0..n).step_by(CODE_CHUNK as usize) {
         let chunk = images.narrow(0, start, CODE_CHUNK.min(n - start)).flatten(0, -1);
         for (i, &v) in Vec::<f32>::try_from(chunk).ok()?.iter().enumerate() {
-            let t = table((i / plane) % channels);
-            let u = t.binary_search_by(|x| x.total_cmp(&v)).ok()?;
+            let c = (i / plane) % channels;
+            let t = table(c);
+            // The code whose value this is: guessed by inverting the standardisation,
+            // searched for when the guess misses; kept only if exactly equal.
+            let guess = (f64::from(v) * spread[c] + centre[c]).round().clamp(0.0, 255.0) as usize;
+            let u = if t[guess] == v {
+                guess
+            } else {
+                t.binary_search_by(|x| x.total_cmp(&v)).ok()?
+            };
             codes.push(u as u8);
         }
     }
