@@ -775,12 +775,15 @@ fn prepare_writes_an_image_folder_at_a_training_size() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
     // A file that does not decode: named with its class, or left out.
     std::fs::write(root.join("train/dog/bad.jpg"), b"garbage").unwrap();
-    let o = run(&out.path().join("again"), &[]);
+    let again = out.path().join("again");
+    let o = run(&again, &[]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("bad.jpg") && e.contains("class dog"),
         "{e}"
     );
+    // Nothing half-written is left: the same command can run again.
+    assert!(!again.join("train").exists() && !again.join("prepared.toml").exists());
     let o = run(&out.path().join("skipping"), &["--bad-files", "skip"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 left out"));

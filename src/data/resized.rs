@@ -66,7 +66,9 @@ fn convert(path: &Path, to: &Path, size: u32) -> Result<()> {
 }
 
 /// Writes the image folder at `src` to `out` at `size` (see the module doc); `out` must
-/// not exist or be empty. Shows progress on a terminal.
+/// not exist or be empty. Shows progress on a terminal. On an error what was written
+/// so far is removed (the folder held nothing before), so the same command can run
+/// again.
 pub fn prepare_folder(src: &Path, out: &Path, size: u32, bad_files: BadFiles) -> Result<Prepared> {
     if size == 0 {
         bail!("--size must be at least 1");
@@ -77,6 +79,18 @@ pub fn prepare_folder(src: &Path, out: &Path, size: u32, bad_files: BadFiles) ->
             out.display()
         );
     }
+    let result = write_folder(src, out, size, bad_files);
+    if result.is_err() {
+        for split in ["train", "val"] {
+            let _ = std::fs::remove_dir_all(out.join(split));
+        }
+        let _ = std::fs::remove_file(out.join("prepared.toml"));
+    }
+    result
+}
+
+/// [`prepare_folder`] after its checks.
+fn write_folder(src: &Path, out: &Path, size: u32, bad_files: BadFiles) -> Result<Prepared> {
     let classes = image_folder_classes(src)?;
     let mut jobs: Vec<(PathBuf, PathBuf, String)> = vec![];
     for split in ["train", "val"] {
